@@ -1,0 +1,254 @@
+package agentlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// opResult is what an operation's step reports: the state to move to and
+// any further change to the record.
+type opResult struct {
+	to     State
+	mutate func(*SandboxRecord)
+}
+
+// opSpec describes one lifecycle operation for run.
+type opSpec struct {
+	op          Op
+	noop        []State // states in which the operation does nothing
+	done, fail  string  // event kinds
+	ignoreBusy  bool    // destroy takes over an unfinished operation
+	dropGuest   bool    // close pooled guest connections first
+	step        func(ctx context.Context, rec SandboxRecord) (opResult, error)
+	description string // verb phrase for errors, e.g. "pause sandbox"
+}
+
+// run performs an operation: it checks the state, records the intent,
+// calls the step, and moves the sandbox to the step's state, emitting
+// the completed or failed event with the duration.
+func (s *Sandbox) run(ctx context.Context, spec opSpec) (SandboxRecord, error) {
+	m := s.m
+	if err := m.checkOpen(); err != nil {
+		return SandboxRecord{}, err
+	}
+	rec, noop, err := s.begin(ctx, spec)
+	if err != nil || noop {
+		return rec, wrapOp(spec, s.vmid, err)
+	}
+	if spec.dropGuest && m.guest != nil {
+		m.guest.Drop(s.vmid)
+	}
+	start := m.now()
+	res, err := spec.step(ctx, rec)
+	dur := m.now().Sub(start).Milliseconds()
+	if err != nil {
+		s.fail(ctx, err)
+		if spec.fail != "" {
+			m.emit(ctx, Event{Kind: spec.fail, VMID: s.vmid, Message: err.Error(),
+				Data: map[string]any{"duration_ms": dur, "error": err.Error()}})
+		}
+		return s.Record(), wrapOp(spec, s.vmid, err)
+	}
+	rec, err = m.transition(ctx, s, res.to, func(r *SandboxRecord) {
+		r.Op, r.OpStarted, r.LastError = "", time.Time{}, ""
+		if res.mutate != nil {
+			res.mutate(r)
+		}
+	})
+	if err != nil {
+		return rec, wrapOp(spec, s.vmid, err)
+	}
+	if spec.done != "" {
+		m.emit(ctx, Event{Kind: spec.done, VMID: s.vmid,
+			Data: map[string]any{"duration_ms": dur}})
+	}
+	return rec, nil
+}
+
+func wrapOp(spec opSpec, vmid int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s %d: %w", spec.description, vmid, err)
+}
+
+// begin re-reads the record, checks the operation against the state table
+// and records it as in flight. In a no-op state it returns the record
+// unchanged.
+func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, error) {
+	now := s.m.now()
+	noop := false
+	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		noop = false
+		if slices.Contains(spec.noop, r.State) {
+			noop = true
+			return errNoop
+		}
+		if err := checkOp(spec.op, r.VMID, r.State); err != nil {
+			return err
+		}
+		if r.Op != "" && !spec.ignoreBusy && now.Sub(r.OpStarted) < s.m.cfg.StaleOpAfter {
+			return fmt.Errorf("%w: %s in progress since %s", ErrBusy, r.Op,
+				r.OpStarted.Format(time.RFC3339))
+		}
+		r.Op, r.OpStarted = string(spec.op), now
+		return nil
+	})
+	if noop {
+		rec, err = s.m.store.GetSandbox(ctx, s.vmid)
+	}
+	if err == nil {
+		s.set(rec)
+	}
+	return rec, noop, err
+}
+
+var errNoop = errors.New("no-op")
+
+// fail clears the in-flight operation and records the error. The state is
+// left as it was; reconcile corrects it if the VM moved.
+func (s *Sandbox) fail(ctx context.Context, cause error) {
+	ctx = context.WithoutCancel(ctx)
+	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		r.Op, r.OpStarted, r.LastError = "", time.Time{}, cause.Error()
+		return nil
+	})
+	if err == nil {
+		s.set(rec)
+	}
+}
+
+// Pause suspends the VM, keeping its memory, and moves the sandbox to
+// SUSPENDED. Pausing a SUSPENDED sandbox does nothing.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	_, err := s.run(ctx, opSpec{
+		op: OpPause, noop: []State{StateSuspended}, description: "pause sandbox",
+		done: EventSandboxPauseDone, fail: EventSandboxPauseFailed, dropGuest: true,
+		step: func(ctx context.Context, _ SandboxRecord) (opResult, error) {
+			return opResult{to: StateSuspended}, s.m.hv.Suspend(ctx, s.vmid)
+		},
+	})
+	return err
+}
+
+// Resume continues a SUSPENDED sandbox and moves it to READY, or to RUNNING
+// when a job is bound to it. Resuming a READY or RUNNING sandbox does
+// nothing.
+func (s *Sandbox) Resume(ctx context.Context) error {
+	_, err := s.run(ctx, opSpec{
+		op: OpResume, noop: []State{StateReady, StateRunning}, description: "resume sandbox",
+		done: EventSandboxResumeDone, fail: EventSandboxResumeFailed,
+		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
+			if err := s.m.hv.Resume(ctx, s.vmid); err != nil {
+				return opResult{}, err
+			}
+			to := StateReady
+			if rec.JobID != "" {
+				to = StateRunning
+			}
+			return opResult{to: to, mutate: s.m.touch}, nil
+		},
+	})
+	return err
+}
+
+// Stop shuts the VM down gracefully within the configured StopTimeout, then
+// powers it off, and moves the sandbox to STOPPED. It works from every
+// state in which the VM may run, COMPLETED, FAILED and TIMEOUT included.
+// Stopping a STOPPED sandbox does nothing.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	_, err := s.run(ctx, opSpec{
+		op: OpStop, noop: []State{StateStopped}, description: "stop sandbox",
+		done: EventSandboxStopDone, fail: EventSandboxStopFailed, dropGuest: true,
+		step: func(ctx context.Context, _ SandboxRecord) (opResult, error) {
+			err := s.m.hv.Stop(ctx, s.vmid, StopOptions{Timeout: s.m.cfg.StopTimeout})
+			return opResult{to: StateStopped}, err
+		},
+	})
+	return err
+}
+
+// Start powers the VM on, waits for the guest as Create does, and moves the
+// sandbox to RUNNING. It works from STOPPED and also from COMPLETED, FAILED
+// and TIMEOUT (a sandbox marked FAILED after a crash restarts when its VM
+// still exists). Starting a READY or RUNNING sandbox does nothing.
+func (s *Sandbox) Start(ctx context.Context) error {
+	_, err := s.run(ctx, opSpec{
+		op: OpStart, noop: []State{StateReady, StateRunning}, description: "start sandbox",
+		done: EventSandboxStartDone, fail: EventSandboxStartFailed, dropGuest: true,
+		step: s.startStep,
+	})
+	return err
+}
+
+func (s *Sandbox) startStep(ctx context.Context, _ SandboxRecord) (opResult, error) {
+	m := s.m
+	if _, err := m.hv.Status(ctx, s.vmid); err != nil {
+		return opResult{}, err
+	}
+	if _, err := m.transition(ctx, s, StateBooting, nil); err != nil {
+		return opResult{}, err
+	}
+	if err := m.hv.Start(ctx, s.vmid); err != nil {
+		return opResult{}, err
+	}
+	if err := m.awaitGuest(ctx, s); err != nil {
+		return opResult{}, err
+	}
+	return opResult{to: StateRunning, mutate: m.touch}, nil
+}
+
+// touch records activity now.
+func (m *Manager) touch(r *SandboxRecord) { r.LastActivity = m.now() }
+
+// Destroy powers off and deletes the VM and moves the sandbox to DESTROYED.
+// It works from every state, takes over an unfinished operation, and is
+// idempotent: destroying a destroyed sandbox (or one whose VM is already
+// gone) succeeds. A job bound to the sandbox is failed with the reason.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	rec, err := s.run(ctx, opSpec{
+		op: OpDestroy, noop: []State{StateDestroyed}, description: "destroy sandbox",
+		done: EventSandboxDestroyDone, fail: EventSandboxDestroyFailed,
+		ignoreBusy: true, dropGuest: true,
+		step: func(ctx context.Context, _ SandboxRecord) (opResult, error) {
+			if err := s.m.hv.Destroy(ctx, s.vmid); err != nil {
+				return opResult{}, err
+			}
+			return opResult{to: StateDestroyed, mutate: func(r *SandboxRecord) {
+				r.IP, r.LeaseExpires = "", time.Time{}
+			}}, nil
+		},
+	})
+	if err == nil {
+		s.m.sandboxGone(ctx, rec, "sandbox destroyed")
+	}
+	return err
+}
+
+// RenewLease sets the lease to expire ttl from now. It is valid in READY,
+// RUNNING, SUSPENDED, COMPLETED, FAILED and TIMEOUT; in any other state it
+// returns an *InvalidStateError naming the valid ones.
+func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
+	if ttl < time.Minute {
+		return fmt.Errorf("renew lease of sandbox %d: %w: ttl %v is shorter than a minute",
+			s.vmid, ErrInvalidArgument, ttl)
+	}
+	expires := s.m.now().Add(ttl)
+	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		if err := checkOp(OpRenewLease, r.VMID, r.State); err != nil {
+			return err
+		}
+		r.LeaseExpires = expires
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("renew lease of sandbox %d: %w", s.vmid, err)
+	}
+	s.set(rec)
+	s.m.emit(ctx, Event{Kind: EventLeaseRenewed, VMID: s.vmid,
+		Data: map[string]any{"expires_at": expires.UTC().Format(time.RFC3339Nano)}})
+	return nil
+}

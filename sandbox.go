@@ -1,0 +1,556 @@
+package agentlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Sandbox is a handle on one sandbox. It caches the record it last read;
+// every operation re-reads the Store first, so several handles (and
+// processes) on one sandbox stay consistent. It is safe for concurrent use.
+type Sandbox struct {
+	m    *Manager
+	vmid int
+
+	mu  sync.Mutex // guards rec
+	rec SandboxRecord
+}
+
+// VMID returns the sandbox's VMID.
+func (s *Sandbox) VMID() int { return s.vmid }
+
+// Record returns the record as last read or written by this handle.
+func (s *Sandbox) Record() SandboxRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.Clone()
+}
+
+// State returns the state as last read by this handle; call Refresh first
+// for the current one.
+func (s *Sandbox) State() State { return s.Record().State }
+
+// Refresh re-reads the record from the Store.
+func (s *Sandbox) Refresh(ctx context.Context) (SandboxRecord, error) {
+	rec, err := s.m.store.GetSandbox(ctx, s.vmid)
+	if err != nil {
+		return SandboxRecord{}, fmt.Errorf("get sandbox %d: %w", s.vmid, err)
+	}
+	s.set(rec)
+	return rec, nil
+}
+
+func (s *Sandbox) set(rec SandboxRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec.Version >= s.rec.Version || rec.CreatedAt != s.rec.CreatedAt {
+		s.rec = rec
+	}
+}
+
+// CreateRequest describes a sandbox to create. Profile is required.
+type CreateRequest struct {
+	Profile string
+
+	// Name is the sandbox and VM name (a DNS label); empty means
+	// "sandbox-<vmid>". Names are unique among live sandboxes.
+	Name string
+
+	// VMID asks for this VMID; zero picks a free one in the configured
+	// range. A taken VMID fails with ErrVMIDConflict and is never replaced.
+	VMID int
+
+	// TTL is the lease; zero takes the profile's default, and a negative
+	// value means no expiry.
+	TTL time.Duration
+
+	// Keepalive keeps the sandbox after its job ends; nil takes the
+	// profile's default.
+	Keepalive *bool
+
+	Labels map[string]string
+
+	// NoWait returns as soon as the VM is started, in state BOOTING; the
+	// Manager finishes the readiness steps in the background.
+	NoWait bool
+
+	// JobID binds the sandbox to a job.
+	JobID string
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$`)
+)
+
+func (r *CreateRequest) validate() error {
+	if r.Name != "" && !nameRE.MatchString(r.Name) {
+		return fmt.Errorf("%w: sandbox name %q (letters, digits and -, up to 63, "+
+			"not starting or ending with -)", ErrInvalidArgument, r.Name)
+	}
+	if r.VMID != 0 && (r.VMID < 100 || r.VMID > 999999999) {
+		return fmt.Errorf("%w: vmid %d is out of range 100-999999999", ErrInvalidArgument, r.VMID)
+	}
+	if len(r.Labels) > 64 {
+		return fmt.Errorf("%w: more than 64 labels", ErrInvalidArgument)
+	}
+	for k, v := range r.Labels {
+		if !labelKeyRE.MatchString(k) || len(v) > 256 {
+			return fmt.Errorf("%w: label %q (key: letters, digits, . _ / -, up to 64; "+
+				"value up to 256 bytes)", ErrInvalidArgument, k)
+		}
+	}
+	if r.TTL > 0 && r.TTL < time.Minute {
+		return fmt.Errorf("%w: ttl %v is shorter than a minute", ErrInvalidArgument, r.TTL)
+	}
+	return nil
+}
+
+// Create provisions a sandbox from a profile and returns once it is usable:
+// the VM runs, its address is known and, when a Guest is configured, SSH
+// answers. The sandbox then is in state RUNNING. With req.NoWait it returns
+// in state BOOTING instead.
+//
+// When provisioning fails, the VM (if any was made) is destroyed, the
+// record ends DESTROYED with the reason, and the error is returned.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, error) {
+	if err := m.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := req.validate(); err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	prof, err := m.Profiles().Get(req.Profile)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	rec, err := m.reserve(ctx, &req, &prof)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+	if err := m.provision(ctx, s, &prof, req.NoWait); err != nil {
+		return s, fmt.Errorf("create sandbox %d: %w", rec.VMID, err)
+	}
+	return s, nil
+}
+
+// newRecord fills a REQUESTED record from the request and profile.
+func (m *Manager) newRecord(req *CreateRequest, p *Profile) SandboxRecord {
+	now := m.now()
+	rec := SandboxRecord{
+		Name: req.Name, Profile: p.Name, State: StateRequested,
+		NetworkMode: string(p.NetworkPolicy().Mode), Labels: maps.Clone(req.Labels),
+		Keepalive: p.Behavior.KeepaliveDefault, JobID: req.JobID,
+		User: p.SSHUser(), Port: p.SSH.Port, OnExpiry: p.Behavior.OnExpiry,
+		IdleStop: time.Duration(p.Behavior.IdleStopMinutes) * time.Minute,
+		Op:       "provision", OpStarted: now, Owner: m.cfg.Owner, LastActivity: now,
+	}
+	if req.Keepalive != nil {
+		rec.Keepalive = *req.Keepalive
+	}
+	switch ttl := req.TTL; {
+	case ttl > 0:
+		rec.LeaseExpires = now.Add(ttl)
+	case ttl == 0 && p.TTL() > 0:
+		rec.LeaseExpires = now.Add(p.TTL())
+	}
+	return rec
+}
+
+// reserve writes the REQUESTED record, which reserves the VMID by a unique
+// insert. An explicit VMID must also be free on the hypervisor.
+func (m *Manager) reserve(ctx context.Context, req *CreateRequest, p *Profile) (
+	SandboxRecord, error) {
+	rec := m.newRecord(req, p)
+	if req.VMID != 0 {
+		if err := m.checkVMIDFree(ctx, req.VMID); err != nil {
+			return SandboxRecord{}, err
+		}
+		return rec, m.insert(ctx, &rec, req.VMID)
+	}
+	return m.reserveAuto(ctx, &rec)
+}
+
+func (m *Manager) checkVMIDFree(ctx context.Context, vmid int) error {
+	vm, err := m.hv.Status(ctx, vmid)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("check vmid %d: %w", vmid, err)
+	}
+	return fmt.Errorf("vmid %d: %w (vm %q exists on node %s)", vmid, ErrVMIDConflict,
+		vm.Name, vm.Node)
+}
+
+func (m *Manager) insert(ctx context.Context, rec *SandboxRecord, vmid int) error {
+	rec.VMID = vmid
+	named := rec.Name != ""
+	if !named {
+		rec.Name = fmt.Sprintf("sandbox-%d", vmid)
+	}
+	err := m.store.CreateSandbox(ctx, rec)
+	if err != nil && !named {
+		rec.Name = ""
+	}
+	if errors.Is(err, ErrVMIDConflict) {
+		return fmt.Errorf("vmid %d: %w", vmid, err)
+	}
+	return err
+}
+
+// reserveAuto tries the free VMIDs of the range in order until one insert
+// wins; a lost race moves on to the next.
+func (m *Manager) reserveAuto(ctx context.Context, rec *SandboxRecord) (SandboxRecord, error) {
+	live, err := m.store.ListSandboxes(ctx, SandboxFilter{States: liveStates})
+	if err != nil {
+		return SandboxRecord{}, err
+	}
+	used := make(map[int]bool, len(live))
+	for _, r := range live {
+		used[r.VMID] = true
+	}
+	for id := m.cfg.VMIDMin; id <= m.cfg.VMIDMax; id++ {
+		if used[id] {
+			continue
+		}
+		err := m.insert(ctx, rec, id)
+		if errors.Is(err, ErrVMIDConflict) {
+			continue
+		}
+		return *rec, err
+	}
+	return SandboxRecord{}, fmt.Errorf("%w: no free vmid in range [%d, %d]", ErrBusy,
+		m.cfg.VMIDMin, m.cfg.VMIDMax)
+}
+
+// liveStates are all states but DESTROYED.
+var liveStates = AllStates[:len(AllStates)-1]
+
+// provision clones, starts and readies the VM behind a REQUESTED record.
+func (m *Manager) provision(ctx context.Context, s *Sandbox, p *Profile, noWait bool) error {
+	start := m.now()
+	mayExist, err := m.provisionVM(ctx, s, p)
+	if err != nil {
+		m.abandon(ctx, s, mayExist, err)
+		return err
+	}
+	if noWait {
+		m.goBackground(func(ctx context.Context) {
+			if err := m.finishReady(ctx, s, p, start); err != nil {
+				m.abandon(ctx, s, true, err)
+			}
+		})
+		return nil
+	}
+	if err := m.finishReady(ctx, s, p, start); err != nil {
+		m.abandon(ctx, s, true, err)
+		return err
+	}
+	return nil
+}
+
+// provisionVM clones and starts the VM. It reports whether a VM may exist.
+func (m *Manager) provisionVM(ctx context.Context, s *Sandbox, p *Profile) (bool, error) {
+	if _, err := m.transition(ctx, s, StateProvisioning, nil); err != nil {
+		return false, err
+	}
+	vm, err := m.hv.Provision(ctx, m.provisionSpec(s.Record(), p))
+	if err != nil {
+		return !errors.Is(err, ErrVMIDConflict), fmt.Errorf("provision: %w", err)
+	}
+	for _, w := range vm.Warnings {
+		m.emit(ctx, Event{Kind: EventNetworkWarning, VMID: s.vmid, Message: w,
+			Data: map[string]any{"warning": w}})
+	}
+	node := vm.Node
+	if _, err := m.transition(ctx, s, StateBooting, func(r *SandboxRecord) {
+		r.Node = node
+	}); err != nil {
+		return true, err
+	}
+	if err := m.hv.Start(ctx, s.vmid); err != nil {
+		return true, fmt.Errorf("start vm: %w", err)
+	}
+	return true, nil
+}
+
+func (m *Manager) provisionSpec(rec SandboxRecord, p *Profile) ProvisionSpec {
+	return ProvisionSpec{
+		VMID: rec.VMID, Name: rec.Name, Template: p.TemplateVMID, Full: p.FullClone,
+		Node: p.Node, Cores: p.Resources.Cores, MemoryMB: p.Resources.MemoryMB,
+		DiskGB: p.Storage.RootSizeGB, Network: p.NetworkPolicy(), User: rec.User,
+		SSHKeys: m.cfg.SSHPublicKeys, Owner: m.cfg.Owner, Sandbox: rec.Name,
+	}
+}
+
+// finishReady waits for the guest, takes the clean snapshot and moves the
+// sandbox to RUNNING.
+func (m *Manager) finishReady(ctx context.Context, s *Sandbox, p *Profile, start time.Time) error {
+	if err := m.awaitGuest(ctx, s); err != nil {
+		return err
+	}
+	if _, err := m.transition(ctx, s, StateReady, nil); err != nil {
+		return err
+	}
+	m.emit(ctx, Event{Kind: EventSandboxReady, VMID: s.vmid,
+		Data: map[string]any{"duration_ms": m.now().Sub(start).Milliseconds()}})
+	if p.WantsCleanSnapshot() {
+		m.takeClean(ctx, s)
+	}
+	_, err := m.transition(ctx, s, StateRunning, func(r *SandboxRecord) {
+		r.Op, r.OpStarted, r.LastActivity = "", time.Time{}, m.now()
+	})
+	return err
+}
+
+// takeClean takes the disk-only "clean" snapshot. A failure is recorded as
+// an event; the sandbox stays usable without it.
+func (m *Manager) takeClean(ctx context.Context, s *Sandbox) {
+	err := m.hv.Snapshot(ctx, s.vmid, SnapshotSpec{Name: CleanSnapshot,
+		Description: "agentlab: state at first ready"})
+	if err != nil {
+		m.emit(ctx, Event{Kind: EventSnapshotFailed, VMID: s.vmid, Message: err.Error(),
+			Data: map[string]any{"name": CleanSnapshot, "error": err.Error()}})
+		return
+	}
+	m.emit(ctx, Event{Kind: EventSnapshotCreated, VMID: s.vmid,
+		Data: map[string]any{"name": CleanSnapshot, "memory": false}})
+	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		r.CleanSnapshot = true
+		return nil
+	})
+	if err == nil {
+		s.set(rec)
+	}
+}
+
+// abandon tears down after a failed provisioning: it destroys the VM when
+// one may exist and marks the record DESTROYED with the reason.
+func (m *Manager) abandon(ctx context.Context, s *Sandbox, vmMayExist bool, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	m.emit(ctx, Event{Kind: EventSandboxProvisionFail, VMID: s.vmid, Message: cause.Error(),
+		Data: map[string]any{"error": cause.Error()}})
+	if vmMayExist {
+		if err := m.destroyOwnedVM(ctx, s.vmid); err != nil {
+			m.recordError(ctx, s, StateFailed, fmt.Errorf("%v; cleanup: %w", cause, err))
+			return
+		}
+	}
+	m.recordError(ctx, s, StateDestroyed, cause)
+}
+
+// destroyOwnedVM destroys vmid only if it carries this Manager's marker.
+func (m *Manager) destroyOwnedVM(ctx context.Context, vmid int) error {
+	vm, err := m.hv.Status(ctx, vmid)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if vm.Owner != m.cfg.Owner {
+		return nil
+	}
+	return m.hv.Destroy(ctx, vmid)
+}
+
+// recordError moves the sandbox to state with the error recorded and the
+// in-flight operation cleared.
+func (m *Manager) recordError(ctx context.Context, s *Sandbox, to State, cause error) {
+	_, err := m.transition(ctx, s, to, func(r *SandboxRecord) {
+		r.LastError, r.Op, r.OpStarted = cause.Error(), "", time.Time{}
+		if to == StateDestroyed {
+			r.IP = ""
+		}
+	})
+	if err != nil {
+		m.log.Debug("record failure", "vmid", s.vmid, "err", err)
+	}
+}
+
+// awaitGuest waits for the guest's address (and host key) from the
+// hypervisor, then for SSH when a Guest is configured.
+func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	info, err := m.guestInfo(ctx, s.vmid)
+	if err != nil {
+		return fmt.Errorf("wait for guest address: %w", err)
+	}
+	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		r.IP = info.IP
+		if info.HostKey != "" && r.HostKey == "" {
+			r.HostKey = info.HostKey
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.set(rec)
+	return m.awaitSSH(ctx, s)
+}
+
+// guestInfo polls the hypervisor until the guest reports an address.
+func (m *Manager) guestInfo(ctx context.Context, vmid int) (GuestInfo, error) {
+	delay := 50 * time.Millisecond
+	for {
+		info, err := m.hv.GuestInfo(ctx, vmid)
+		if err == nil && info.IP != "" {
+			return info, nil
+		}
+		if err != nil && !IsRetryable(err) {
+			return GuestInfo{}, err
+		}
+		if err := sleep(ctx, delay); err != nil {
+			return GuestInfo{}, err
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+func (m *Manager) awaitSSH(ctx context.Context, s *Sandbox) error {
+	if m.guest == nil {
+		return nil
+	}
+	start := m.now()
+	err := m.guest.WaitReady(ctx, m.endpoint(s.Record()))
+	data := map[string]any{"duration_ms": m.now().Sub(start).Milliseconds(),
+		"ip": s.Record().IP}
+	if err != nil {
+		data["error"] = err.Error()
+		m.emit(ctx, Event{Kind: EventSandboxSSHFailed, VMID: s.vmid, Message: err.Error(),
+			Data: data})
+		return fmt.Errorf("wait for ssh: %w", err)
+	}
+	m.emit(ctx, Event{Kind: EventSandboxSSHReady, VMID: s.vmid, Data: data})
+	return nil
+}
+
+// endpoint builds the Guest endpoint of a record; a host key learned on
+// first use is pinned in the Store.
+func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
+	return Endpoint{
+		VMID: rec.VMID, Host: rec.IP, Port: rec.Port, User: rec.User, HostKey: rec.HostKey,
+		TrustOnFirstUse: m.cfg.TrustOnFirstUse,
+		LearnHostKey: func(key string) error {
+			_, err := m.store.UpdateSandbox(context.Background(), rec.VMID,
+				func(r *SandboxRecord) error {
+					if r.HostKey != "" && r.HostKey != key {
+						return ErrHostKeyMismatch
+					}
+					r.HostKey = key
+					return nil
+				})
+			return err
+		},
+	}
+}
+
+// transition moves the sandbox to state "to" by compare-and-set, applying
+// mutate in the same update, and emits sandbox.state when the state changed.
+func (m *Manager) transition(ctx context.Context, s *Sandbox, to State,
+	mutate func(*SandboxRecord)) (SandboxRecord, error) {
+	var from State
+	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		from = r.State
+		if !CanTransition(r.State, to) {
+			return fmt.Errorf("%w: sandbox %d cannot move from %s to %s", ErrInvalidState,
+				r.VMID, r.State, to)
+		}
+		r.State = to
+		if mutate != nil {
+			mutate(r)
+		}
+		return nil
+	})
+	if err != nil {
+		return SandboxRecord{}, err
+	}
+	s.set(rec)
+	if from != to {
+		m.log.Debug("sandbox state", "vmid", s.vmid, "from", from, "to", to)
+		m.emit(ctx, Event{Kind: EventSandboxState, VMID: s.vmid, JobID: rec.JobID,
+			Data: map[string]any{"from_state": string(from), "to_state": string(to)}})
+	}
+	return rec, nil
+}
+
+// goBackground runs fn in a goroutine the Manager owns; fn's context ends
+// when the Manager closes.
+func (m *Manager) goBackground(fn func(ctx context.Context)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn(m.ctx)
+	}()
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Get returns a handle on the sandbox holding vmid, or an error matching
+// ErrNotFound.
+func (m *Manager) Get(ctx context.Context, vmid int) (*Sandbox, error) {
+	rec, err := m.store.GetSandbox(ctx, vmid)
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox %d: %w", vmid, err)
+	}
+	return &Sandbox{m: m, vmid: vmid, rec: rec}, nil
+}
+
+// GetByName returns a handle on the named sandbox.
+func (m *Manager) GetByName(ctx context.Context, name string) (*Sandbox, error) {
+	rec, err := m.store.GetSandboxByName(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox %q: %w", name, err)
+	}
+	return &Sandbox{m: m, vmid: rec.VMID, rec: rec}, nil
+}
+
+// List returns the records of the sandboxes f selects, ordered by VMID.
+func (m *Manager) List(ctx context.Context, f SandboxFilter) ([]SandboxRecord, error) {
+	recs, err := m.store.ListSandboxes(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	return recs, nil
+}
+
+// Wait blocks until the sandbox is in one of states and returns its record.
+// It returns an error when ctx ends, and ErrInvalidState when the sandbox is
+// destroyed while DESTROYED is not among states.
+func (s *Sandbox) Wait(ctx context.Context, states ...State) (SandboxRecord, error) {
+	for {
+		rec, err := s.Refresh(ctx)
+		if err != nil {
+			return rec, err
+		}
+		if slices.Contains(states, rec.State) {
+			return rec, nil
+		}
+		if rec.State == StateDestroyed {
+			return rec, fmt.Errorf("wait for sandbox %d: %w: destroyed", s.vmid, ErrInvalidState)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return rec, fmt.Errorf("wait for sandbox %d: %w", s.vmid, err)
+		}
+	}
+}

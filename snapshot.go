@@ -1,0 +1,190 @@
+package agentlab
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+)
+
+// CleanSnapshot is the name of the disk-only snapshot taken when a sandbox
+// first becomes ready; [Sandbox.Revert] restores it.
+const CleanSnapshot = "clean"
+
+var snapshotNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{1,39}$`)
+
+// ValidateSnapshotName checks a name the way Proxmox does: 2 to 40
+// characters, letters, digits, _ and -, a letter first, and not "current".
+func ValidateSnapshotName(name string) error {
+	if !snapshotNameRE.MatchString(name) || name == "current" {
+		return fmt.Errorf("%w: snapshot name %q (2-40 letters, digits, _ or -, "+
+			"starting with a letter, not \"current\")", ErrInvalidArgument, name)
+	}
+	return nil
+}
+
+// SnapshotOptions tunes [Sandbox.SaveSnapshot]. Nil means disk only.
+type SnapshotOptions struct {
+	// Memory includes the VM's RAM, so that a restore resumes the running
+	// processes instead of booting.
+	Memory bool
+
+	Description string
+}
+
+// SaveSnapshot takes a named snapshot of the sandbox's VM. The sandbox keeps
+// its state.
+func (s *Sandbox) SaveSnapshot(ctx context.Context, name string, opts *SnapshotOptions) error {
+	if err := ValidateSnapshotName(name); err != nil {
+		return fmt.Errorf("save snapshot of sandbox %d: %w", s.vmid, err)
+	}
+	if opts == nil {
+		opts = &SnapshotOptions{}
+	}
+	_, err := s.run(ctx, opSpec{
+		op: OpSnapshotSave, description: "save snapshot of sandbox",
+		fail: EventSnapshotFailed,
+		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
+			err := s.m.hv.Snapshot(ctx, s.vmid, SnapshotSpec{Name: name,
+				Memory: opts.Memory, Description: opts.Description})
+			return opResult{to: rec.State}, err
+		},
+	})
+	if err == nil {
+		s.m.emit(ctx, Event{Kind: EventSnapshotCreated, VMID: s.vmid,
+			Data: map[string]any{"name": name, "memory": opts.Memory}})
+	}
+	return err
+}
+
+// Snapshots lists the sandbox's snapshots, oldest first.
+func (s *Sandbox) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
+	rec, err := s.Refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOp(OpSnapshotList, s.vmid, rec.State); err != nil {
+		return nil, fmt.Errorf("list snapshots of sandbox %d: %w", s.vmid, err)
+	}
+	snaps, err := s.m.hv.Snapshots(ctx, s.vmid)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots of sandbox %d: %w", s.vmid, err)
+	}
+	return snaps, nil
+}
+
+// DeleteSnapshot removes a named snapshot.
+func (s *Sandbox) DeleteSnapshot(ctx context.Context, name string) error {
+	_, err := s.run(ctx, opSpec{
+		op: OpSnapshotDelete, description: "delete snapshot of sandbox",
+		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
+			err := s.m.hv.DeleteSnapshot(ctx, s.vmid, name)
+			return opResult{to: rec.State, mutate: func(r *SandboxRecord) {
+				if name == CleanSnapshot {
+					r.CleanSnapshot = false
+				}
+			}}, err
+		},
+	})
+	if err == nil {
+		s.m.emit(ctx, Event{Kind: EventSnapshotDeleted, VMID: s.vmid,
+			Data: map[string]any{"name": name}})
+	}
+	return err
+}
+
+// RestoreOptions tunes [Sandbox.RestoreSnapshot] and [Sandbox.Revert]. Nil
+// means the defaults.
+type RestoreOptions struct {
+	// Stopped leaves the sandbox STOPPED after the restore. By default the
+	// sandbox returns to the run state it had before: a running sandbox is
+	// started again (its address refreshed and its guest waited for), a
+	// suspended one is paused again, a stopped one stays stopped.
+	Stopped bool
+}
+
+// RestoreSnapshot rolls the VM back to a named snapshot and then brings the
+// sandbox back to its previous run state (see [RestoreOptions]). The
+// recorded state always matches the VM afterwards.
+func (s *Sandbox) RestoreSnapshot(ctx context.Context, name string, opts *RestoreOptions) error {
+	if opts == nil {
+		opts = &RestoreOptions{}
+	}
+	start := s.m.now()
+	_, err := s.run(ctx, opSpec{
+		op: OpSnapshotRestore, description: "restore snapshot of sandbox",
+		dropGuest: true,
+		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
+			return s.restore(ctx, rec, name, opts)
+		},
+	})
+	data := map[string]any{"name": name, "duration_ms": s.m.now().Sub(start).Milliseconds()}
+	if err != nil {
+		data["error"] = err.Error()
+		s.m.emit(ctx, Event{Kind: EventSnapshotRestoreFailed, VMID: s.vmid,
+			Message: err.Error(), Data: data})
+		return err
+	}
+	s.m.emit(ctx, Event{Kind: EventSnapshotRestored, VMID: s.vmid, Data: data})
+	return nil
+}
+
+// Revert restores the "clean" snapshot taken when the sandbox first became
+// ready. It fails with ErrNotFound when there is none.
+func (s *Sandbox) Revert(ctx context.Context, opts *RestoreOptions) error {
+	rec, err := s.Refresh(ctx)
+	if err != nil {
+		return err
+	}
+	if !rec.CleanSnapshot {
+		return fmt.Errorf("revert sandbox %d: %w: no %q snapshot was taken", s.vmid,
+			ErrNotFound, CleanSnapshot)
+	}
+	return s.RestoreSnapshot(ctx, CleanSnapshot, opts)
+}
+
+// restore rolls back and then drives the VM to the wanted power state,
+// returning the state that matches it.
+func (s *Sandbox) restore(ctx context.Context, rec SandboxRecord, name string,
+	opts *RestoreOptions) (opResult, error) {
+	m := s.m
+	if err := m.hv.Rollback(ctx, s.vmid, name); err != nil {
+		return opResult{}, err
+	}
+	want := wantPower(rec.State, opts)
+	vm, err := m.hv.Status(ctx, s.vmid)
+	if err != nil {
+		return opResult{}, err
+	}
+	switch {
+	case want == PowerStopped && vm.Power != PowerStopped:
+		err = m.hv.Stop(ctx, s.vmid, StopOptions{})
+	case want != PowerStopped && vm.Power == PowerStopped:
+		err = m.hv.Start(ctx, s.vmid)
+	case want == PowerRunning && vm.Power == PowerPaused:
+		err = m.hv.Resume(ctx, s.vmid)
+	}
+	if err != nil {
+		return opResult{}, err
+	}
+	if want == PowerStopped {
+		return opResult{to: StateStopped, mutate: func(r *SandboxRecord) { r.IP = "" }}, nil
+	}
+	if err := m.awaitGuest(ctx, s); err != nil {
+		return opResult{}, err
+	}
+	if want == PowerPaused {
+		return opResult{to: StateSuspended}, m.hv.Suspend(ctx, s.vmid)
+	}
+	return opResult{to: rec.State, mutate: m.touch}, nil
+}
+
+// wantPower is the power state a restore returns to.
+func wantPower(prev State, opts *RestoreOptions) PowerState {
+	switch {
+	case opts.Stopped || prev == StateStopped:
+		return PowerStopped
+	case prev == StateSuspended:
+		return PowerPaused
+	}
+	return PowerRunning
+}
