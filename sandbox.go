@@ -130,16 +130,29 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, erro
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
-	rec, err := m.reserve(ctx, &req, &prof)
-	if err != nil {
-		return nil, fmt.Errorf("create sandbox: %w", err)
+	skip := map[int]bool{}
+	for {
+		rec, err := m.reserve(ctx, &req, &prof, skip)
+		if err != nil {
+			return nil, fmt.Errorf("create sandbox: %w", err)
+		}
+		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+		err = m.provision(ctx, s, &prof, req.NoWait)
+		// An automatic VMID taken on the hypervisor by something the Store
+		// does not know moves on to the next one; an explicit one fails.
+		if req.VMID == 0 && errors.Is(err, ErrVMIDConflict) && len(skip) < maxVMIDSkips {
+			skip[rec.VMID] = true
+			continue
+		}
+		if err != nil {
+			return s, fmt.Errorf("create sandbox %d: %w", rec.VMID, err)
+		}
+		return s, nil
 	}
-	s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
-	if err := m.provision(ctx, s, &prof, req.NoWait); err != nil {
-		return s, fmt.Errorf("create sandbox %d: %w", rec.VMID, err)
-	}
-	return s, nil
 }
+
+// maxVMIDSkips bounds how many taken VMIDs one Create steps over.
+const maxVMIDSkips = 32
 
 // newRecord fills a REQUESTED record from the request and profile.
 func (m *Manager) newRecord(req *CreateRequest, p *Profile) SandboxRecord {
@@ -166,8 +179,8 @@ func (m *Manager) newRecord(req *CreateRequest, p *Profile) SandboxRecord {
 
 // reserve writes the REQUESTED record, which reserves the VMID by a unique
 // insert. An explicit VMID must also be free on the hypervisor.
-func (m *Manager) reserve(ctx context.Context, req *CreateRequest, p *Profile) (
-	SandboxRecord, error) {
+func (m *Manager) reserve(ctx context.Context, req *CreateRequest, p *Profile,
+	skip map[int]bool) (SandboxRecord, error) {
 	rec := m.newRecord(req, p)
 	if req.VMID != 0 {
 		if err := m.checkVMIDFree(ctx, req.VMID); err != nil {
@@ -175,7 +188,7 @@ func (m *Manager) reserve(ctx context.Context, req *CreateRequest, p *Profile) (
 		}
 		return rec, m.insert(ctx, &rec, req.VMID)
 	}
-	return m.reserveAuto(ctx, &rec)
+	return m.reserveAuto(ctx, &rec, skip)
 }
 
 func (m *Manager) checkVMIDFree(ctx context.Context, vmid int) error {
@@ -208,7 +221,8 @@ func (m *Manager) insert(ctx context.Context, rec *SandboxRecord, vmid int) erro
 
 // reserveAuto tries the free VMIDs of the range in order until one insert
 // wins; a lost race moves on to the next.
-func (m *Manager) reserveAuto(ctx context.Context, rec *SandboxRecord) (SandboxRecord, error) {
+func (m *Manager) reserveAuto(ctx context.Context, rec *SandboxRecord, skip map[int]bool) (
+	SandboxRecord, error) {
 	live, err := m.store.ListSandboxes(ctx, SandboxFilter{States: liveStates})
 	if err != nil {
 		return SandboxRecord{}, err
@@ -218,7 +232,7 @@ func (m *Manager) reserveAuto(ctx context.Context, rec *SandboxRecord) (SandboxR
 		used[r.VMID] = true
 	}
 	for id := m.cfg.VMIDMin; id <= m.cfg.VMIDMax; id++ {
-		if used[id] {
+		if used[id] || skip[id] {
 			continue
 		}
 		err := m.insert(ctx, rec, id)

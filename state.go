@@ -58,16 +58,20 @@ var Transitions = map[State][]State{
 		StateFailed, StateTimeout, StateDestroyed},
 	StateStopped: {StateBooting, StateReady, StateRunning, StateSuspended,
 		StateFailed, StateTimeout, StateDestroyed},
-	StateCompleted: afterJob,
-	StateFailed:    afterJob,
-	StateTimeout:   afterJob,
+	StateCompleted: afterJob(StateCompleted),
+	StateFailed:    afterJob(StateFailed),
+	StateTimeout:   afterJob(StateTimeout),
 	StateDestroyed: nil,
 }
 
-// afterJob is where a sandbox may go once its job ended or it broke: it can
-// be stopped, started again, paused (keepalive) or destroyed.
-var afterJob = []State{StateStopped, StateBooting, StateReady, StateRunning,
-	StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed}
+// afterJob lists where a sandbox may go from "from", a state it reaches
+// once its job ended or it broke: it can be stopped, started again, paused
+// (keepalive) or destroyed.
+func afterJob(from State) []State {
+	all := []State{StateStopped, StateBooting, StateReady, StateRunning,
+		StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed}
+	return slices.DeleteFunc(all, func(s State) bool { return s == from })
+}
 
 // CanTransition reports whether a sandbox may move from one state to another.
 func CanTransition(from, to State) bool {
@@ -125,7 +129,7 @@ var settled = []State{StateReady, StateRunning, StateSuspended, StateStopped,
 // Operations that are no-ops in some states (stop in STOPPED, start in
 // RUNNING, destroy in DESTROYED) list those states too.
 var ValidStates = map[Op][]State{
-	OpPause:  up,
+	OpPause:  append(slices.Clone(up), StateSuspended),
 	OpResume: {StateSuspended, StateReady, StateRunning},
 	OpStop: {StateBooting, StateReady, StateRunning, StateSuspended, StateStopped,
 		StateCompleted, StateFailed, StateTimeout},

@@ -1,0 +1,292 @@
+package agentlab_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentlab-sdk/agentlab"
+	"github.com/agentlab-sdk/agentlab/agentlabtest"
+)
+
+func newEnv(t *testing.T) *agentlabtest.Env {
+	t.Helper()
+	return agentlabtest.NewEnv(t, agentlabtest.EnvOptions{})
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func create(t *testing.T, env *agentlabtest.Env, req agentlab.CreateRequest) *agentlab.Sandbox {
+	t.Helper()
+	if req.Profile == "" {
+		req.Profile = "test"
+	}
+	sb, err := env.Manager.Create(ctxT(t), req)
+	require.NoError(t, err)
+	return sb
+}
+
+func state(t *testing.T, sb *agentlab.Sandbox) agentlab.State {
+	t.Helper()
+	rec, err := sb.Refresh(ctxT(t))
+	require.NoError(t, err)
+	return rec.State
+}
+
+func TestSandbox_Lifecycle(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	sub, err := env.Manager.Subscribe(agentlab.SubscribeOptions{})
+	require.NoError(t, err)
+	defer sub.Close()
+
+	sb := create(t, env, agentlab.CreateRequest{Name: "life", TTL: 45 * time.Minute})
+	rec := sb.Record()
+	require.Equal(t, agentlab.StateRunning, rec.State)
+	require.NotEmpty(t, rec.IP)
+	require.NotEmpty(t, rec.HostKey, "host key pinned from the hypervisor")
+	require.True(t, rec.CleanSnapshot)
+	require.Equal(t, "nat", rec.NetworkMode)
+	require.Empty(t, rec.Op)
+
+	steps := []struct {
+		do   func(context.Context) error
+		want agentlab.State
+	}{
+		{sb.Pause, agentlab.StateSuspended},
+		{sb.Pause, agentlab.StateSuspended}, // no-op
+		{sb.Resume, agentlab.StateReady},
+		{sb.Stop, agentlab.StateStopped},
+		{sb.Stop, agentlab.StateStopped}, // no-op
+		{sb.Start, agentlab.StateRunning},
+		{sb.Start, agentlab.StateRunning}, // no-op
+	}
+	for i, st := range steps {
+		require.NoError(t, st.do(ctx), "step %d", i)
+		require.Equal(t, st.want, state(t, sb), "step %d", i)
+	}
+	require.NoError(t, sb.RenewLease(ctx, 90*time.Minute))
+	require.NoError(t, sb.Destroy(ctx))
+	require.NoError(t, sb.Destroy(ctx), "destroy is idempotent")
+	require.Equal(t, agentlab.StateDestroyed, state(t, sb))
+	require.Empty(t, env.Hypervisor.VMs())
+
+	kinds := drain(sub)
+	for _, k := range []string{agentlab.EventSandboxState, agentlab.EventSandboxReady,
+		agentlab.EventSandboxSSHReady, agentlab.EventSandboxPauseDone,
+		agentlab.EventSandboxResumeDone, agentlab.EventSandboxStopDone,
+		agentlab.EventSandboxStartDone, agentlab.EventLeaseRenewed,
+		agentlab.EventSandboxDestroyDone, agentlab.EventSnapshotCreated} {
+		require.Contains(t, kinds, k)
+	}
+}
+
+func drain(sub *agentlab.Subscription) []string {
+	var kinds []string
+	for {
+		select {
+		case ev := <-sub.C():
+			kinds = append(kinds, ev.Kind)
+		default:
+			return kinds
+		}
+	}
+}
+
+func TestSandbox_RenewLeaseStates(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, sb.RenewLease(ctx, time.Hour), "RUNNING renews")
+	require.NoError(t, sb.Stop(ctx))
+	err := sb.RenewLease(ctx, time.Hour)
+	var ise *agentlab.InvalidStateError
+	require.ErrorAs(t, err, &ise)
+	require.ErrorIs(t, err, agentlab.ErrInvalidState)
+	require.Equal(t, agentlab.StateStopped, ise.State)
+	require.Contains(t, err.Error(), "cannot renew lease in STOPPED state; valid states: READY, RUNNING")
+	require.ErrorIs(t, sb.RenewLease(ctx, time.Second), agentlab.ErrInvalidArgument)
+}
+
+func TestCreate_ExplicitVMID(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	env.Hypervisor.AddForeignVM(1500, "someone-elses")
+	_, err := env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test", VMID: 1500})
+	require.ErrorIs(t, err, agentlab.ErrVMIDConflict)
+	require.Contains(t, err.Error(), "1500")
+	recs, err := env.Manager.List(ctx, agentlab.SandboxFilter{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "nothing was reserved")
+
+	sb := create(t, env, agentlab.CreateRequest{VMID: 1501})
+	require.Equal(t, 1501, sb.VMID())
+	_, err = env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test", VMID: 1501})
+	require.ErrorIs(t, err, agentlab.ErrVMIDConflict, "a live sandbox's VMID is taken")
+	require.Len(t, env.Hypervisor.VMs(), 2, "the foreign VM and ours, nothing else")
+}
+
+func TestCreate_AutoVMIDSkipsHypervisorConflict(t *testing.T) {
+	env := newEnv(t)
+	env.Hypervisor.AddForeignVM(1000, "foreign")
+	sb := create(t, env, agentlab.CreateRequest{})
+	require.Equal(t, 1001, sb.VMID())
+	old, err := env.Manager.Get(ctxT(t), 1000)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, old.State(),
+		"the lost reservation is recorded, not left live")
+}
+
+func TestCreate_InvalidRequests(t *testing.T) {
+	env := newEnv(t)
+	tests := []struct {
+		name string
+		req  agentlab.CreateRequest
+		want error
+	}{
+		{"unknown profile", agentlab.CreateRequest{Profile: "nope"}, agentlab.ErrNotFound},
+		{"bad name", agentlab.CreateRequest{Profile: "test", Name: "-x"},
+			agentlab.ErrInvalidArgument},
+		{"name too long", agentlab.CreateRequest{Profile: "test",
+			Name: strings.Repeat("a", 64)}, agentlab.ErrInvalidArgument},
+		{"vmid too low", agentlab.CreateRequest{Profile: "test", VMID: 5},
+			agentlab.ErrInvalidArgument},
+		{"ttl too short", agentlab.CreateRequest{Profile: "test", TTL: time.Second},
+			agentlab.ErrInvalidArgument},
+		{"bad label", agentlab.CreateRequest{Profile: "test",
+			Labels: map[string]string{"a b": "x"}}, agentlab.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := env.Manager.Create(ctxT(t), tt.req)
+			require.ErrorIs(t, err, tt.want)
+		})
+	}
+	require.Empty(t, env.Hypervisor.VMs())
+	require.Contains(t, mustErr(env.Manager.Create(ctxT(t),
+		agentlab.CreateRequest{Profile: "nope"})).Error(), "available: test")
+}
+
+func mustErr(_ any, err error) error { return err }
+
+func TestCreate_ProvisionFailureLeavesNoVM(t *testing.T) {
+	for _, op := range []agentlabtest.Op{agentlabtest.OpProvision, agentlabtest.OpStart,
+		agentlabtest.OpGuestInfo} {
+		t.Run(string(op), func(t *testing.T) {
+			env := newEnv(t)
+			env.Hypervisor.FailNext(op, 0, 1, errors.New("injected"))
+			sb, err := env.Manager.Create(ctxT(t), agentlab.CreateRequest{Profile: "test"})
+			require.ErrorContains(t, err, "injected")
+			require.Empty(t, env.Hypervisor.VMs(), "no VM left behind")
+			rec, err := sb.Refresh(ctxT(t))
+			require.NoError(t, err)
+			require.Equal(t, agentlab.StateDestroyed, rec.State)
+			require.Contains(t, rec.LastError, "injected")
+			evs, err := env.Manager.Events(ctxT(t), agentlab.EventFilter{
+				Kinds: []string{agentlab.EventSandboxProvisionFail}})
+			require.NoError(t, err)
+			require.Len(t, evs, 1)
+		})
+	}
+}
+
+func TestCreate_NoWait(t *testing.T) {
+	env := newEnv(t)
+	sb := create(t, env, agentlab.CreateRequest{NoWait: true})
+	rec, err := sb.Wait(ctxT(t), agentlab.StateRunning)
+	require.NoError(t, err)
+	require.NotEmpty(t, rec.IP)
+}
+
+func TestSandbox_StartAfterFailure(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	// A crash: the VM stops and reconcile marks the sandbox; then a FAILED
+	// sandbox whose VM exists can be started again.
+	_, err := env.Store.UpdateSandbox(ctx, sb.VMID(), func(r *agentlab.SandboxRecord) error {
+		r.State = agentlab.StateFailed
+		return nil
+	})
+	require.NoError(t, err)
+	env.Hypervisor.SetPower(sb.VMID(), agentlab.PowerStopped)
+	require.NoError(t, sb.Start(ctx))
+	require.Equal(t, agentlab.StateRunning, state(t, sb))
+	require.NoError(t, sb.Stop(ctx))
+}
+
+func TestSandbox_StopFromJobStates(t *testing.T) {
+	for _, st := range []agentlab.State{agentlab.StateCompleted, agentlab.StateFailed,
+		agentlab.StateTimeout} {
+		t.Run(string(st), func(t *testing.T) {
+			env := newEnv(t)
+			sb := create(t, env, agentlab.CreateRequest{})
+			_, err := env.Store.UpdateSandbox(ctxT(t), sb.VMID(),
+				func(r *agentlab.SandboxRecord) error { r.State = st; return nil })
+			require.NoError(t, err)
+			require.NoError(t, sb.Stop(ctxT(t)))
+			require.Equal(t, agentlab.StateStopped, state(t, sb))
+		})
+	}
+}
+
+func TestSandbox_Busy(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	_, err := env.Store.UpdateSandbox(ctx, sb.VMID(), func(r *agentlab.SandboxRecord) error {
+		r.Op, r.OpStarted = "stop", time.Now()
+		return nil
+	})
+	require.NoError(t, err)
+	require.ErrorIs(t, sb.Pause(ctx), agentlab.ErrBusy)
+	require.True(t, agentlab.IsRetryable(sb.Pause(ctx)))
+	require.NoError(t, sb.Destroy(ctx), "destroy takes over")
+}
+
+func TestSandbox_ExecAndFiles(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	res, err := sb.Exec(ctx, agentlab.ExecRequest{Shell: "echo hi; echo err >&2; exit 3"})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.ExitCode)
+	require.Equal(t, "hi\n", string(res.Stdout))
+	require.Equal(t, "err\n", string(res.Stderr))
+
+	res, err = sb.Exec(ctx, agentlab.ExecRequest{Argv: []string{"printf", "%s", "a b'c"}})
+	require.NoError(t, err)
+	require.Equal(t, "a b'c", string(res.Stdout))
+
+	require.NoError(t, sb.Pause(ctx))
+	_, err = sb.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
+	require.ErrorIs(t, err, agentlab.ErrInvalidState)
+}
+
+func TestSandbox_GetByNameAndList(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	a := create(t, env, agentlab.CreateRequest{Name: "alpha",
+		Labels: map[string]string{"team": "x"}})
+	create(t, env, agentlab.CreateRequest{Name: "beta"})
+	got, err := env.Manager.GetByName(ctx, "alpha")
+	require.NoError(t, err)
+	require.Equal(t, a.VMID(), got.VMID())
+	recs, err := env.Manager.List(ctx, agentlab.SandboxFilter{
+		Labels: map[string]string{"team": "x"}})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	_, err = env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test", Name: "alpha"})
+	require.ErrorIs(t, err, agentlab.ErrAlreadyExists)
+	_, err = env.Manager.Get(ctx, 4242)
+	require.ErrorIs(t, err, agentlab.ErrNotFound)
+}
