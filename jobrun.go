@@ -796,8 +796,9 @@ func (r *runner) killGuest(ctx context.Context) {
 	}
 }
 
-// finish collects artifacts (when collect is set), records the terminal
-// status, and tears the sandbox down unless the job is keepalive.
+// finish collects artifacts (when collect is set), tears the sandbox down
+// unless the job is keepalive, and then records the terminal status, so
+// that a caller who sees the status sees the teardown done.
 func (r *runner) finish(ctx context.Context, status JobStatus, code int, msg string,
 	collect bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
@@ -807,10 +808,11 @@ func (r *runner) finish(ctx context.Context, status JobStatus, code int, msg str
 		r.step(ctx, "collect")
 		results = r.collect(ctx)
 	}
-	if !r.setTerminal(ctx, status, code, msg, results...) {
-		return
+	if rec, err := r.job.Refresh(ctx); err != nil || rec.Status.Terminal() {
+		return // ended elsewhere, by a cancel or by its sandbox going away
 	}
 	r.teardown(ctx, status)
+	r.setTerminal(ctx, status, code, msg, results...)
 }
 
 // setTerminal records the terminal status unless the job already ended. It
@@ -862,7 +864,7 @@ func (r *runner) teardown(ctx context.Context, status JobStatus) {
 		}
 	}
 	if !rec.Keepalive {
-		if err := sb.Destroy(ctx); err != nil {
+		if err := sb.destroy(ctx, ""); err != nil {
 			r.m.log.Debug("destroy job sandbox", "job_id", rec.ID, "err", err)
 		}
 	}

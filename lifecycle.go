@@ -209,6 +209,12 @@ func (m *Manager) touch(r *SandboxRecord) { r.LastActivity = m.now() }
 // idempotent: destroying a destroyed sandbox (or one whose VM is already
 // gone) succeeds. A job bound to the sandbox is failed with the reason.
 func (s *Sandbox) Destroy(ctx context.Context) error {
+	return s.destroy(ctx, "sandbox destroyed")
+}
+
+// destroy destroys the sandbox and, when jobReason is not empty, fails its
+// live job with that reason.
+func (s *Sandbox) destroy(ctx context.Context, jobReason string) error {
 	rec, err := s.run(ctx, opSpec{
 		op: OpDestroy, noop: []State{StateDestroyed}, description: "destroy sandbox",
 		done: EventSandboxDestroyDone, fail: EventSandboxDestroyFailed,
@@ -222,8 +228,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			}}, nil
 		},
 	})
-	if err == nil {
-		s.m.sandboxGone(ctx, rec, "sandbox destroyed")
+	if err == nil && jobReason != "" {
+		s.m.sandboxGone(ctx, rec, jobReason)
 	}
 	return err
 }

@@ -1,0 +1,178 @@
+package agentlab_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentlab-sdk/agentlab"
+	"github.com/agentlab-sdk/agentlab/agentlabtest"
+)
+
+func findingKinds(rep agentlab.ReconcileReport) []string {
+	var out []string
+	for _, f := range rep.Findings {
+		out = append(out, f.Kind)
+	}
+	return out
+}
+
+func TestReconcile_Drift(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	gone := create(t, env, agentlab.CreateRequest{})
+	stopped := create(t, env, agentlab.CreateRequest{})
+	paused := create(t, env, agentlab.CreateRequest{})
+	fine := create(t, env, agentlab.CreateRequest{})
+
+	// Drift behind the SDK's back: a VM deleted, one stopped, one paused,
+	// and an orphan VM with our marker but no record.
+	require.NoError(t, env.Hypervisor.Destroy(ctx, gone.VMID()))
+	env.Hypervisor.SetPower(stopped.VMID(), agentlab.PowerStopped)
+	env.Hypervisor.SetPower(paused.VMID(), agentlab.PowerPaused)
+	_, err := env.Hypervisor.Provision(ctx, agentlab.ProvisionSpec{VMID: 4000,
+		Template: 9000, Owner: "agentlab", Network: agentlab.NetworkPolicy{Mode: "nat"}})
+	require.NoError(t, err)
+
+	rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{agentlab.FindingMissingVM,
+		agentlab.FindingPowerMismatch, agentlab.FindingPowerMismatch,
+		agentlab.FindingUnmanagedVM}, findingKinds(rep))
+	require.Equal(t, agentlab.StateRunning, state(t, gone), "report only changes nothing")
+
+	_, err = env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, state(t, gone))
+	require.Equal(t, agentlab.StateStopped, state(t, stopped))
+	require.Equal(t, agentlab.StateSuspended, state(t, paused))
+	require.Equal(t, agentlab.StateRunning, state(t, fine))
+	_, err = env.Hypervisor.Status(ctx, 4000)
+	require.ErrorIs(t, err, agentlab.ErrNotFound, "orphan destroyed")
+
+	rep, err = env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Empty(t, rep.Findings, "a second pass finds nothing")
+}
+
+func TestReconcile_InterruptedProvisioning(t *testing.T) {
+	clock := agentlabtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Clock: clock})
+	ctx := ctxT(t)
+	// Simulate a crash right after the clone: record PROVISIONING with the
+	// provision op, VM exists.
+	rec := agentlab.SandboxRecord{VMID: 1200, Name: "crashed", Profile: "test",
+		State: agentlab.StateProvisioning, Op: "provision", OpStarted: clock.Now(),
+		Owner: "agentlab"}
+	require.NoError(t, env.Store.CreateSandbox(ctx, &rec))
+	_, err := env.Hypervisor.Provision(ctx, agentlab.ProvisionSpec{VMID: 1200,
+		Template: 9000, Owner: "agentlab", Network: agentlab.NetworkPolicy{Mode: "nat"}})
+	require.NoError(t, err)
+
+	rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Empty(t, rep.Findings, "a fresh operation may still be running elsewhere")
+
+	clock.Advance(11 * time.Minute)
+	rep, err = env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{agentlab.FindingInterrupted}, findingKinds(rep))
+	got, err := env.Store.GetSandbox(ctx, 1200)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, got.State)
+	require.Empty(t, env.Hypervisor.VMs())
+}
+
+func TestEvents_SlowSubscriberNeverBlocks(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	slow, err := env.Manager.Subscribe(agentlab.SubscribeOptions{Buffer: 1})
+	require.NoError(t, err)
+	defer slow.Close()
+	filtered, err := env.Manager.Subscribe(agentlab.SubscribeOptions{
+		EventFilter: agentlab.EventFilter{Kinds: []string{agentlab.EventSandboxPauseDone}}})
+	require.NoError(t, err)
+	defer filtered.Close()
+
+	sb := create(t, env, agentlab.CreateRequest{})
+	for range 5 {
+		require.NoError(t, sb.Pause(ctx))
+		require.NoError(t, sb.Resume(ctx))
+	}
+	require.Positive(t, slow.Dropped(), "the full buffer dropped events")
+	first := <-slow.C()
+
+	// Catch up from the durable log.
+	rest, err := env.Manager.Events(ctx, agentlab.EventFilter{AfterID: first.ID})
+	require.NoError(t, err)
+	all, err := env.Manager.Events(ctx, agentlab.EventFilter{})
+	require.NoError(t, err)
+	require.Len(t, rest, len(all)-1)
+	for i := 1; i < len(all); i++ {
+		require.Greater(t, all[i].ID, all[i-1].ID, "IDs increase")
+	}
+	require.Len(t, drain(filtered), 5, "the filtered subscriber saw only its kind")
+	require.Zero(t, filtered.Dropped())
+
+	slow.Close()
+	slow.Close() // idempotent
+	_, open := <-slow.C()
+	require.False(t, open)
+}
+
+func TestEvents_LastAndFilters(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	a := create(t, env, agentlab.CreateRequest{})
+	create(t, env, agentlab.CreateRequest{})
+	evs, err := env.Manager.Events(ctx, agentlab.EventFilter{VMID: a.VMID()})
+	require.NoError(t, err)
+	require.NotEmpty(t, evs)
+	for _, ev := range evs {
+		require.Equal(t, a.VMID(), ev.VMID)
+		require.Equal(t, agentlab.EventSchemaVersion, ev.SchemaVersion)
+	}
+	last, err := env.Manager.Events(ctx, agentlab.EventFilter{Limit: 2, Last: true})
+	require.NoError(t, err)
+	all, err := env.Manager.Events(ctx, agentlab.EventFilter{})
+	require.NoError(t, err)
+	require.Equal(t, all[len(all)-2:], last)
+}
+
+func TestStatus(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	create(t, env, agentlab.CreateRequest{})
+	sb := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, sb.Stop(ctx))
+	env.Hypervisor.FailNext(agentlabtest.OpStart, 0, 1, context.DeadlineExceeded)
+	_, err := env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test"})
+	require.Error(t, err)
+	st, err := env.Manager.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, st.SandboxesByState[agentlab.StateRunning])
+	require.Equal(t, 1, st.SandboxesByState[agentlab.StateStopped])
+	require.Equal(t, 1, st.SandboxesByState[agentlab.StateDestroyed])
+	require.Equal(t, 2, st.SandboxesByMode["nat"])
+	require.Len(t, st.RecentFailures, 1)
+	require.Equal(t, agentlab.EventSandboxProvisionFail, st.RecentFailures[0].Kind)
+}
+
+func TestManager_CloseJoinsLoops(t *testing.T) {
+	hv, err := agentlabtest.NewHypervisor(agentlabtest.HypervisorOptions{Dir: t.TempDir()})
+	require.NoError(t, err)
+	m, err := agentlab.New(context.Background(), agentlab.Config{
+		Store: agentlabtest.NewStore(), Hypervisor: hv,
+		ReapInterval: time.Millisecond, IdleInterval: time.Millisecond,
+		ReconcileInterval: time.Millisecond})
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, m.Close(context.Background()))
+	require.ErrorIs(t, m.Close(context.Background()), agentlab.ErrClosed)
+	_, err = m.Create(context.Background(), agentlab.CreateRequest{Profile: "x"})
+	require.ErrorIs(t, err, agentlab.ErrClosed)
+	_, err = agentlab.New(context.Background(), agentlab.Config{})
+	require.ErrorIs(t, err, agentlab.ErrInvalidArgument)
+}
