@@ -344,11 +344,11 @@ func ParseProfiles(name string, data []byte) ([]Profile, error) {
 // decodeProfile decodes one document strictly and validates it, naming the
 // line of the offending field.
 func decodeProfile(name string, doc *yaml.Node) (Profile, error) {
-	src := fmt.Sprintf("%s:%d", name, doc.Line)
 	body := doc
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		body = doc.Content[0]
 	}
+	src := fmt.Sprintf("%s:%d", name, body.Line)
 	if body.Kind != yaml.MappingNode {
 		return Profile{}, &ProfileError{Source: src, Msg: "document is not a mapping"}
 	}
