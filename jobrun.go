@@ -760,8 +760,9 @@ func (r *runner) heartbeat(ctx context.Context, offset int64) {
 // reattach follows a job whose earlier runner died.
 func (r *runner) reattach(ctx context.Context) {
 	rec := r.job.Record()
-	if rec.Status == JobQueued || rec.VMID == 0 {
-		r.finish(ctx, JobFailed, -1, "interrupted before it started (its runner stopped)", false)
+	if rec.Status == JobQueued || rec.VMID == 0 || rec.GuestDir == "" {
+		r.destroyBound(ctx)
+		r.setTerminal(ctx, JobFailed, -1, "interrupted before it started (its runner stopped)")
 		return
 	}
 	sb, err := r.m.Get(ctx, rec.VMID)
@@ -771,6 +772,22 @@ func (r *runner) reattach(ctx context.Context) {
 	}
 	r.sb = sb
 	r.follow(ctx)
+}
+
+// destroyBound destroys the sandboxes bound to the job, for a job that is
+// given up before its guest process started.
+func (r *runner) destroyBound(ctx context.Context) {
+	recs, err := r.m.store.ListSandboxes(ctx, SandboxFilter{JobID: r.id(), States: liveStates})
+	if err != nil {
+		r.m.log.Debug("list job sandboxes", "job_id", r.id(), "err", err)
+		return
+	}
+	for _, rec := range recs {
+		sb := &Sandbox{m: r.m, vmid: rec.VMID, rec: rec}
+		if err := sb.destroy(ctx, ""); err != nil {
+			r.m.log.Debug("destroy job sandbox", "job_id", r.id(), "vmid", rec.VMID, "err", err)
+		}
+	}
 }
 
 // killGuest kills the job's process group in the guest, if any.

@@ -51,7 +51,14 @@ const (
 	OpSnapshots      Op = "snapshots"
 	OpRollback       Op = "rollback"
 	OpDeleteSnapshot Op = "delete_snapshot"
+
+	// OpExec is a guest command run through the fake's Guest.
+	OpExec Op = "exec"
 )
+
+// AfterHook runs after a fake call's side effect took place, before the
+// call returns. Crash tests stop the calling goroutine there.
+type AfterHook func(ctx context.Context, op Op, vmid int)
 
 // Hook runs before (and, for side effects, instead of) a fake call. A
 // non-nil error is returned by the call; when after is true the call's side
@@ -85,6 +92,7 @@ type Hypervisor struct {
 	templates map[int]bool
 	nodes     []string
 	hooks     []Hook
+	after     []AfterHook
 	calls     map[Op]int
 	opts      HypervisorOptions
 	dir       string
@@ -156,6 +164,13 @@ func (h *Hypervisor) AddHook(hook Hook) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hooks = append(h.hooks, hook)
+}
+
+// AddAfterHook adds a hook run after every call's side effect.
+func (h *Hypervisor) AddAfterHook(hook AfterHook) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.after = append(h.after, hook)
 }
 
 // FailNext makes the next n calls of op (on any VM when vmid is zero) fail
@@ -243,6 +258,7 @@ func (h *Hypervisor) call(ctx context.Context, op Op, vmid int, fn func() error)
 	if ferr != nil {
 		return ferr
 	}
+	h.runAfter(ctx, op, vmid)
 	return err
 }
 
@@ -568,3 +584,11 @@ func copyTree(src, dst string) error {
 	})
 }
 
+func (h *Hypervisor) runAfter(ctx context.Context, op Op, vmid int) {
+	h.mu.Lock()
+	after := slices.Clone(h.after)
+	h.mu.Unlock()
+	for _, hook := range after {
+		hook(ctx, op, vmid)
+	}
+}

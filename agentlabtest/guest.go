@@ -89,7 +89,14 @@ func (g *Guest) Exec(ctx context.Context, ep agentlab.Endpoint, req agentlab.Exe
 	if err != nil {
 		return agentlab.ExecResult{}, err
 	}
-	return runLocal(ctx, home, req)
+	if err, _ := g.hv.enter(ctx, OpExec, ep.VMID); err != nil {
+		return agentlab.ExecResult{}, err
+	}
+	res, err := runLocal(ctx, home, req)
+	if err == nil {
+		g.hv.runAfter(ctx, OpExec, ep.VMID)
+	}
+	return res, err
 }
 
 func commandLine(req agentlab.ExecRequest) string {

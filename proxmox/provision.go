@@ -1,0 +1,361 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentlab-sdk/agentlab"
+	px "github.com/luthermonson/go-proxmox"
+)
+
+// errAbsent reports that no node holds the VMID a clone was meant to create.
+var errAbsent = errors.New("vm absent")
+
+// Provision clones spec.Template into spec.VMID on the node placement picks,
+// stamps the ownership marker (name, description, tags), configures CPU,
+// memory, net0, cloud-init and the guest agent, grows the root disk and
+// applies the network policy through the VM firewall. The VM is left
+// stopped. Non-fatal findings, such as a disabled datacenter firewall, are
+// returned in VM.Warnings.
+//
+// The clone is sent with the explicit VMID, never /cluster/nextid, so PVE
+// itself refuses a second VM with that ID. A taken VMID gives an error
+// matching [agentlab.ErrVMIDConflict] and leaves the holder untouched. When
+// a clone POST ends without an answer (a dropped connection, a gateway
+// error), the clone may or may not have happened: Provision then looks for
+// the VM by its marker (status/current and the config description) and
+// adopts it when it is marked for spec.Owner and spec.Sandbox, waiting for
+// the clone lock to clear; if no node holds the VMID it sends the clone
+// again. Lock contention is retried with backoff within
+// Config.RetryTimeout, then fails matching [agentlab.ErrBusy]. A failure
+// after the clone leaves the marked VM in place for the caller to Destroy;
+// a VM stuck with a stale clone lock is waited on until ctx ends.
+func (h *Hypervisor) Provision(ctx context.Context,
+	spec agentlab.ProvisionSpec) (agentlab.VM, error) {
+	if err := checkSpec(spec); err != nil {
+		return agentlab.VM{}, err
+	}
+	vm, err := h.provision(ctx, spec)
+	return vm, translate(err, "provision", spec.VMID)
+}
+
+func (h *Hypervisor) provision(ctx context.Context,
+	spec agentlab.ProvisionSpec) (agentlab.VM, error) {
+	tnode, tconf, err := h.template(ctx, spec.Template)
+	if err != nil {
+		return agentlab.VM{}, err
+	}
+	target, release, err := h.place(ctx, spec, tnode, tconf)
+	if err != nil {
+		return agentlab.VM{}, err
+	}
+	defer release()
+	node, err := h.cloneOrAdopt(ctx, spec, tnode, target)
+	if err != nil {
+		return agentlab.VM{}, fmt.Errorf("clone template %d: %w", spec.Template, err)
+	}
+	warnings, err := h.configure(ctx, spec, node)
+	if err != nil {
+		return agentlab.VM{}, err
+	}
+	vm, err := h.describe(ctx, node, spec.VMID)
+	if err != nil {
+		return agentlab.VM{}, err
+	}
+	vm.Warnings = warnings
+	h.log.Info("proxmox: provisioned vm", "vmid", spec.VMID, "node", node,
+		"template", spec.Template, "full", spec.Full, "warnings", len(warnings))
+	return vm, nil
+}
+
+// checkSpec rejects specs PVE would refuse or that would break the marker.
+func checkSpec(spec agentlab.ProvisionSpec) error {
+	var errs []error
+	if spec.VMID < 100 || spec.VMID > 999999999 {
+		errs = append(errs, fmt.Errorf("vmid %d is outside 100..999999999", spec.VMID))
+	}
+	if spec.Template <= 0 {
+		errs = append(errs, errors.New("template vmid is required"))
+	}
+	if spec.Owner == "" || strings.ContainsAny(spec.Owner+spec.Sandbox, "\r\n") {
+		errs = append(errs, errors.New("owner is required and owner and sandbox must be one line"))
+	}
+	if err := spec.Network.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("provision vm %d: %w: %w", spec.VMID, agentlab.ErrInvalidArgument,
+			errors.Join(errs...))
+	}
+	return nil
+}
+
+// template finds the template's node and reads its config.
+func (h *Hypervisor) template(ctx context.Context, vmid int) (string, vmConfig, error) {
+	var (
+		node string
+		conf vmConfig
+	)
+	err := h.onVM(ctx, vmid, func(ctx context.Context, n string) error {
+		var err error
+		node = n
+		conf, err = h.configOn(ctx, n, vmid)
+		return err
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("read template %d: %w", vmid, err)
+	}
+	return node, conf, nil
+}
+
+// cloneOrAdopt makes spec.VMID a clone of the template exactly once and
+// returns the node that holds it.
+func (h *Hypervisor) cloneOrAdopt(ctx context.Context, spec agentlab.ProvisionSpec,
+	tnode, target string) (string, error) {
+	release, err := h.acquire(ctx, target)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	opts := h.cloneOptions(spec, tnode, target)
+	deadline := time.Now().Add(h.cfg.RetryTimeout)
+	unsure := false // an earlier attempt may have created the VM
+	for n := 0; ; n++ {
+		err := h.cloneOnce(ctx, tnode, spec.Template, opts)
+		if err == nil {
+			h.remember(spec.VMID, target)
+			return target, nil
+		}
+		unsure = unsure || classify(err) == classTransient
+		node, done, err := h.afterCloneError(ctx, spec, err, unsure)
+		if done || time.Now().After(deadline) {
+			return node, err
+		}
+		h.log.Debug("proxmox: retrying clone", "vmid", spec.VMID, "attempt", n+1, "err", err)
+		if serr := sleep(ctx, h.backoff(n)); serr != nil {
+			return "", fmt.Errorf("%w (last error: %w)", serr, err)
+		}
+	}
+}
+
+// cloneOptions is the clone request: explicit VMID, name and marker,
+// linked unless spec.Full, the target node when it is not the template's.
+func (h *Hypervisor) cloneOptions(spec agentlab.ProvisionSpec,
+	tnode, target string) px.VirtualMachineCloneOptions {
+	opts := px.VirtualMachineCloneOptions{NewID: spec.VMID, Name: spec.Name,
+		Description: markerDescription(spec.Owner, spec.Sandbox), Full: px.IntOrBool(spec.Full)}
+	if target != tnode {
+		opts.Target = target
+	}
+	if spec.Full && h.cfg.Storage != "" {
+		opts.Storage = h.cfg.Storage
+	}
+	return opts
+}
+
+// afterCloneError decides what a failed clone attempt means. done is true
+// when the outcome is final: adopted (node set, err nil) or failed for good.
+// Otherwise nothing was created and the clone may be sent again. unsure
+// says an attempt ended without an answer, so the VMID may be held by our
+// own clone; only then is a VM with our marker adopted, and otherwise a
+// taken VMID is a conflict even when the marker matches (the VM belongs to
+// an earlier Provision call).
+func (h *Hypervisor) afterCloneError(ctx context.Context, spec agentlab.ProvisionSpec,
+	err error, unsure bool) (node string, done bool, _ error) {
+	switch classify(err) {
+	case classBusy:
+		return "", false, err
+	case classConflict, classExists:
+		if !unsure {
+			return "", true, err
+		}
+	case classTransient:
+	default:
+		return "", true, err
+	}
+	node, aerr := h.adopt(ctx, spec)
+	switch {
+	case aerr == nil:
+		return node, true, nil
+	case errors.Is(aerr, errAbsent):
+		return "", false, err // nothing holds the VMID: send the clone again
+	}
+	return "", true, aerr
+}
+
+// cloneOnce sends one clone POST and waits for its task.
+func (h *Hypervisor) cloneOnce(ctx context.Context, tnode string, template int,
+	opts px.VirtualMachineCloneOptions) error {
+	_, task, err := h.vm(tnode, template).Clone(ctx, &opts)
+	if err != nil {
+		return err
+	}
+	return h.wait(ctx, task)
+}
+
+// adopt finds the VM holding spec.VMID and returns its node when its marker
+// names spec's owner and sandbox. It waits while a clone lock is held (the
+// marker is complete once the clone finishes). It returns errAbsent when no
+// node holds the VMID and an error matching ErrVMIDConflict when another
+// owner's VM does.
+func (h *Hypervisor) adopt(ctx context.Context, spec agentlab.ProvisionSpec) (string, error) {
+	for {
+		node, err := h.relocate(ctx, spec.VMID)
+		if classify(err) == classNotFound {
+			return "", errAbsent
+		}
+		if err != nil {
+			return "", err
+		}
+		vm, err := h.describe(ctx, node, spec.VMID)
+		if classify(err) == classNotFound {
+			continue // moved to the clone target just now
+		}
+		if err != nil {
+			return "", err
+		}
+		if vm.Locked != "clone" {
+			return node, h.checkMarker(ctx, node, spec)
+		}
+		if err := sleep(ctx, h.cfg.PollInterval); err != nil {
+			return "", fmt.Errorf("wait for clone of vm %d: %w", spec.VMID, err)
+		}
+	}
+}
+
+// checkMarker compares the VM's marker with spec.
+func (h *Hypervisor) checkMarker(ctx context.Context, node string,
+	spec agentlab.ProvisionSpec) error {
+	conf, err := h.configOn(ctx, node, spec.VMID)
+	if err != nil {
+		return err
+	}
+	owner, sandbox := parseMarker(conf.str("description"))
+	if owner == spec.Owner && sandbox == spec.Sandbox {
+		h.log.Info("proxmox: adopting vm from an earlier attempt", "vmid", spec.VMID, "node", node)
+		return nil
+	}
+	holder := "an unmarked vm"
+	if owner != "" {
+		holder = fmt.Sprintf("sandbox %q of owner %q", sandbox, owner)
+	}
+	return fmt.Errorf("%w: vm %d exists on %s and is %s", agentlab.ErrVMIDConflict,
+		spec.VMID, node, holder)
+}
+
+// configure applies the spec to the freshly cloned VM on node and returns
+// the warnings found on the way.
+func (h *Hypervisor) configure(ctx context.Context, spec agentlab.ProvisionSpec,
+	node string) ([]string, error) {
+	conf, err := h.configOn(ctx, node, spec.VMID)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	opts, warnings := h.configOptions(spec, conf)
+	vm := h.vm(node, spec.VMID)
+	err = h.retry(ctx, "configure", func(ctx context.Context) error {
+		return h.run(ctx, func(ctx context.Context) (*px.Task, error) {
+			return vm.Config(ctx, opts...)
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configure: %w", err)
+	}
+	if err := h.resize(ctx, spec, vm, conf); err != nil {
+		return nil, err
+	}
+	plan := planFirewall(spec.Network)
+	err = h.retry(ctx, "apply firewall", func(ctx context.Context) error {
+		return h.applyFirewall(ctx, vm, plan)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply network mode %s: %w", spec.Network.Mode, err)
+	}
+	return append(warnings, h.datacenterWarnings(ctx, spec.Network.Mode)...), nil
+}
+
+// configOptions builds the config update for spec on top of the clone's
+// config conf.
+func (h *Hypervisor) configOptions(spec agentlab.ProvisionSpec, conf vmConfig) (
+	[]px.VirtualMachineOption, []string) {
+	opts := []px.VirtualMachineOption{
+		{Name: "name", Value: spec.Name},
+		{Name: "description", Value: markerDescription(spec.Owner, spec.Sandbox)},
+		{Name: "tags", Value: TagAgentlab + ";" + OwnerTag(spec.Owner)},
+		{Name: "net0", Value: h.net0(spec.Network, conf.str("net0"))},
+		{Name: "ipconfig0", Value: "ip=dhcp"},
+	}
+	if spec.Name == "" {
+		opts = opts[1:]
+	}
+	opts = append(opts, sizeOptions(spec)...)
+	opts = append(opts, guestOptions(spec, conf)...)
+	var warnings []string
+	if !hasCloudInitDrive(conf) {
+		warnings = append(warnings, fmt.Sprintf("template %d has no cloud-init drive: "+
+			"user, ssh keys and dhcp are not applied to the guest", spec.Template))
+	}
+	return opts, warnings
+}
+
+// sizeOptions sets cores and memory when the spec asks.
+func sizeOptions(spec agentlab.ProvisionSpec) []px.VirtualMachineOption {
+	var opts []px.VirtualMachineOption
+	if spec.Cores > 0 {
+		opts = append(opts, px.VirtualMachineOption{Name: "cores", Value: spec.Cores})
+	}
+	if spec.MemoryMB > 0 {
+		opts = append(opts, px.VirtualMachineOption{Name: "memory", Value: spec.MemoryMB})
+	}
+	return opts
+}
+
+// guestOptions sets the cloud-init user and keys and turns the agent on.
+func guestOptions(spec agentlab.ProvisionSpec, conf vmConfig) []px.VirtualMachineOption {
+	var opts []px.VirtualMachineOption
+	if spec.User != "" {
+		opts = append(opts, px.VirtualMachineOption{Name: "ciuser", Value: spec.User})
+	}
+	if len(spec.SSHKeys) > 0 {
+		opts = append(opts, px.VirtualMachineOption{Name: "sshkeys",
+			Value: px.EncodeSSHKeys(trimKeys(spec.SSHKeys)...)})
+	}
+	if !agentEnabled(conf.str("agent")) {
+		opts = append(opts, px.VirtualMachineOption{Name: "agent", Value: "1"})
+	}
+	return opts
+}
+
+// trimKeys drops empty keys and trailing newlines.
+func trimKeys(keys []string) []string {
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// agentEnabled reports whether a config "agent" value turns the agent on.
+func agentEnabled(v string) bool {
+	for _, kv := range strings.Split(v, ",") {
+		if kv == "1" || kv == "enabled=1" {
+			return true
+		}
+	}
+	return false
+}
+
+// hasCloudInitDrive reports a cloud-init volume on any drive.
+func hasCloudInitDrive(conf vmConfig) bool {
+	for k := range conf {
+		if isDiskKey(k) && strings.Contains(conf.str(k), "cloudinit") {
+			return true
+		}
+	}
+	return false
+}
