@@ -621,8 +621,11 @@ const logChunk = 64 << 10
 // poll reads the exit file, whether the process lives, and new log bytes.
 func (r *runner) poll(ctx context.Context, offset int64) (pollResult, error) {
 	d := shellQuote(r.job.Record().GuestDir)
+	// The exit file is checked again after the liveness probe: the process
+	// may finish between the two.
 	cmd := fmt.Sprintf("cd && if [ -f %[1]s/exit ]; then echo exit:$(cat %[1]s/exit); "+
 		"elif kill -0 $(cat %[1]s/pid 2>/dev/null) 2>/dev/null; then echo alive; "+
+		"elif [ -f %[1]s/exit ]; then echo exit:$(cat %[1]s/exit); "+
 		"else echo gone; fi; tail -c +%[2]d %[1]s/log 2>/dev/null | head -c %[3]d",
 		d, offset+1, logChunk)
 	res, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd, MaxOutput: logChunk + 256})

@@ -2,6 +2,7 @@ package agentlabtest
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -88,5 +89,16 @@ func requireErrorIs(t *testing.T, err error, targets ...error) {
 	require.Error(t, err)
 	for _, target := range targets {
 		require.ErrorIs(t, err, target)
+	}
+}
+
+// requireAllSet fails when a field of the struct v is its zero value, so
+// that the round-trip fixtures cover every field, also fields added later.
+func requireAllSet(t *testing.T, v any) {
+	t.Helper()
+	rv := reflect.ValueOf(v)
+	for i := range rv.NumField() {
+		require.False(t, rv.Field(i).IsZero(), "fixture leaves %s.%s unset",
+			rv.Type().Name(), rv.Type().Field(i).Name)
 	}
 }

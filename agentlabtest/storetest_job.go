@@ -22,13 +22,16 @@ func fullJob(id string) agentlab.JobRecord {
 			Size: 1234, SHA256: "ab12"}},
 		CreatedAt: baseTime, StartedAt: baseTime.Add(time.Second),
 		CompletedAt: baseTime.Add(time.Minute), Deadline: baseTime.Add(time.Hour),
+		Timeout: 90 * time.Minute, Runner: "host/42/abcd", Heartbeat: baseTime.Add(2 * time.Second),
+		GuestDir: ".agentlab/jobs/" + id, LogOffset: 4096,
+		UpdatedAt: baseTime, Version: 1,
 	}
 }
 
 // normJob makes r comparable: times in UTC, empty maps and slices as nil.
 func normJob(r agentlab.JobRecord) agentlab.JobRecord {
 	for _, p := range []*time.Time{&r.CreatedAt, &r.StartedAt, &r.CompletedAt,
-		&r.UpdatedAt, &r.Deadline} {
+		&r.UpdatedAt, &r.Deadline, &r.Heartbeat} {
 		*p = normTime(*p)
 	}
 	if len(r.Env) == 0 {
@@ -59,6 +62,7 @@ func jobIDs(recs []agentlab.JobRecord) []string {
 func testJobRoundTrip(t *testing.T, s agentlab.Store) {
 	ctx := t.Context()
 	rec := fullJob("job_00000000000000aa")
+	requireAllSet(t, rec)
 	require.NoError(t, s.CreateJob(ctx, &rec))
 	require.NotZero(t, rec.Version)
 	require.False(t, rec.UpdatedAt.IsZero())

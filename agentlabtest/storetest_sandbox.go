@@ -25,7 +25,7 @@ func fullSandbox(vmid int, name string) agentlab.SandboxRecord {
 		LeaseExpires: baseTime.Add(time.Hour), LastActivity: time.Now(),
 		Op: "provision", OpStarted: baseTime.Add(-time.Second),
 		CleanSnapshot: true, LastError: "clone: boom", Owner: "agentlab:test",
-		CreatedAt: baseTime.Add(-time.Hour),
+		CreatedAt: baseTime.Add(-time.Hour), UpdatedAt: baseTime, Version: 1,
 	}
 }
 
@@ -72,6 +72,7 @@ func setState(st agentlab.State) func(*agentlab.SandboxRecord) error {
 // testSandboxRoundTrip checks that every field survives create, get, get by name and list.
 func testSandboxRoundTrip(t *testing.T, s agentlab.Store) {
 	ctx := t.Context()
+	requireAllSet(t, fullSandbox(1065, "full"))
 	rec := mustCreate(t, s, fullSandbox(1065, "full"))
 	mustCreate(t, s, agentlab.SandboxRecord{VMID: 1066, Name: "bare", State: agentlab.StateRequested})
 

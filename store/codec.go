@@ -115,6 +115,7 @@ func checkJob(r *agentlab.JobRecord) error {
 	}{
 		{"created_at", r.CreatedAt}, {"started_at", r.StartedAt},
 		{"completed_at", r.CompletedAt}, {"deadline", r.Deadline},
+		{"heartbeat", r.Heartbeat},
 	} {
 		if err := checkTime(c.name, c.t); err != nil {
 			return err
@@ -130,6 +131,7 @@ func normJob(r *agentlab.JobRecord) {
 	r.CompletedAt = normTime(r.CompletedAt)
 	r.UpdatedAt = normTime(r.UpdatedAt)
 	r.Deadline = normTime(r.Deadline)
+	r.Heartbeat = normTime(r.Heartbeat)
 }
 
 // cloneJob returns a deep copy of r.

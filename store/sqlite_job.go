@@ -13,7 +13,8 @@ import (
 // jobCols lists the jobs columns in the order of jobArgs and scanJob.
 const jobCols = `id, repo_url, ref, task, profile, mode, command, env, artifacts,
 	ttl, keepalive, secret_names, status, vmid, exit_code, message, results,
-	created_at, started_at, completed_at, updated_at, deadline, version`
+	created_at, started_at, completed_at, updated_at, deadline, timeout, runner,
+	heartbeat, guest_dir, log_offset, version`
 
 // jobArgs returns r's column values in jobCols order.
 func jobArgs(r *agentlab.JobRecord) ([]any, error) {
@@ -37,7 +38,8 @@ func jobArgs(r *agentlab.JobRecord) ([]any, error) {
 		r.ID, r.RepoURL, r.Ref, r.Task, r.Profile, r.Mode, r.Command, env, arts,
 		int64(r.TTL), r.Keepalive, secrets, string(r.Status), r.VMID, r.ExitCode,
 		r.Message, results, encTime(r.CreatedAt), encTime(r.StartedAt),
-		encTime(r.CompletedAt), encTime(r.UpdatedAt), encTime(r.Deadline), r.Version,
+		encTime(r.CompletedAt), encTime(r.UpdatedAt), encTime(r.Deadline),
+		int64(r.Timeout), r.Runner, encTime(r.Heartbeat), r.GuestDir, r.LogOffset, r.Version,
 	}, nil
 }
 
@@ -46,16 +48,18 @@ func scanJob(sc scanner) (agentlab.JobRecord, error) {
 	var (
 		r                                  agentlab.JobRecord
 		env, arts, secrets, results        sql.NullString
-		ttl                                int64
+		ttl, timeout                       int64
 		created, started, done, upd, dline sql.NullInt64
+		beat                               sql.NullInt64
 	)
 	err := sc.Scan(&r.ID, &r.RepoURL, &r.Ref, &r.Task, &r.Profile, &r.Mode, &r.Command,
 		&env, &arts, &ttl, &r.Keepalive, &secrets, &r.Status, &r.VMID, &r.ExitCode,
-		&r.Message, &results, &created, &started, &done, &upd, &dline, &r.Version)
+		&r.Message, &results, &created, &started, &done, &upd, &dline, &timeout, &r.Runner,
+		&beat, &r.GuestDir, &r.LogOffset, &r.Version)
 	if err != nil {
 		return r, err
 	}
-	r.TTL = time.Duration(ttl)
+	r.TTL, r.Timeout, r.Heartbeat = time.Duration(ttl), time.Duration(timeout), decTime(beat)
 	r.CreatedAt, r.StartedAt, r.CompletedAt = decTime(created), decTime(started), decTime(done)
 	r.UpdatedAt, r.Deadline = decTime(upd), decTime(dline)
 	for _, c := range []struct {

@@ -73,6 +73,11 @@ CREATE TABLE jobs (
     completed_at  INTEGER,
     updated_at    INTEGER,
     deadline      INTEGER,
+    timeout       INTEGER NOT NULL DEFAULT 0,
+    runner        TEXT    NOT NULL DEFAULT '',
+    heartbeat     INTEGER,
+    guest_dir     TEXT    NOT NULL DEFAULT '',
+    log_offset    INTEGER NOT NULL DEFAULT 0,
     version       INTEGER NOT NULL DEFAULT 1
 );
 
