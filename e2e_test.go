@@ -85,7 +85,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	w := &realWorld{sim: sim, hv: hv, store: st, guest: guest}
 	w.cfg = agentlab.Config{Store: st, Hypervisor: hv, Guest: guest, Profiles: set,
 		SSHPublicKeys: []string{string(ssh.MarshalAuthorizedKey(signer.PublicKey()))},
-		ArtifactDir: t.TempDir(), JobPollInterval: 20 * time.Millisecond,
+		ArtifactDir:   t.TempDir(), JobPollInterval: 20 * time.Millisecond,
 		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1}
 	w.manager, err = agentlab.New(ctx, w.cfg)
 	require.NoError(t, err)
