@@ -43,12 +43,18 @@ var (
 	// ErrInvalidArgument reports a bad name, TTL, VMID, profile or spec.
 	ErrInvalidArgument = errors.New("agentlab: invalid argument")
 
-	// ErrHostKeyMismatch reports a guest whose SSH host key differs from the
-	// pinned one. It is never retried.
+	// ErrHostKeyMismatch reports a guest whose SSH host key is not trusted:
+	// it differs from the pinned one, or none is pinned and trust on first
+	// use is off. It is never retried.
 	ErrHostKeyMismatch = errors.New("agentlab: ssh host key mismatch")
 
 	// ErrUnreachable reports a guest that could not be reached.
 	ErrUnreachable = errors.New("agentlab: guest unreachable")
+
+	// ErrBackend reports a failure the hypervisor or another backend
+	// reported that fits no other sentinel: a failed task, an internal
+	// server error. The message carries the backend's text.
+	ErrBackend = errors.New("agentlab: backend error")
 
 	// ErrNotReady reports a guest or agent that is not answering yet, such
 	// as a QEMU guest agent still starting. It is retryable.

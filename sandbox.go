@@ -414,13 +414,20 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
 	return m.awaitSSH(ctx, s)
 }
 
-// guestInfo polls the hypervisor until the guest reports an address.
+// guestInfo polls the hypervisor until the guest reports an address, and,
+// when keys are not trusted on first use, its host key.
 func (m *Manager) guestInfo(ctx context.Context, vmid int) (GuestInfo, error) {
 	delay := 50 * time.Millisecond
 	for {
 		info, err := m.hv.GuestInfo(ctx, vmid)
-		if err == nil && info.IP != "" {
+		if err == nil && info.IP != "" && (info.HostKey != "" || m.cfg.TrustOnFirstUse ||
+			m.guest == nil) {
 			return info, nil
+		}
+		if err == nil && info.IP != "" {
+			// The key read can fail on its own (agent busy); try again.
+			err = fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
+				"and trust on first use is off", ErrNotReady)
 		}
 		if err != nil && !IsRetryable(err) {
 			return GuestInfo{}, err

@@ -71,6 +71,8 @@ func sentinelOf(c class) error {
 		return agentlab.ErrBusy
 	case classNotReady:
 		return agentlab.ErrNotReady
+	case classOther:
+		return agentlab.ErrBackend
 	}
 	return nil
 }

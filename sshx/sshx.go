@@ -81,7 +81,8 @@ const (
 
 // ErrHostKeyNotPinned reports that the guest offered a host key while none
 // was pinned and trust on first use was off.
-var ErrHostKeyNotPinned = errors.New("sshx: no host key pinned and trust on first use is off")
+var ErrHostKeyNotPinned = fmt.Errorf("sshx: no host key pinned and trust on first use is off: %w",
+	agentlab.ErrHostKeyMismatch)
 
 // Config configures a [Transport]. The zero value is usable when an
 // ssh-agent is running; every zero field has the documented default.
