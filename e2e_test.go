@@ -65,6 +65,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 		GuestCIDR: netip.MustParsePrefix("10.77.0.0/16"), PollInterval: 5 * time.Millisecond,
 		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = hv.Close() })
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentlab.db"), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })

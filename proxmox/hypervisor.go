@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 
 	"github.com/agentlab-sdk/agentlab"
@@ -18,6 +19,7 @@ var _ agentlab.Hypervisor = (*Hypervisor)(nil)
 type Hypervisor struct {
 	cfg Config
 	c   *px.Client
+	hc  *http.Client
 	log *slog.Logger
 
 	mu      sync.Mutex
@@ -53,16 +55,25 @@ func New(ctx context.Context, cfg Config) (*Hypervisor, error) {
 		px.WithLogger(leveledLogger{cfg.Logger}),
 	)
 	h := &Hypervisor{
-		cfg: cfg, c: client, log: cfg.Logger,
+		cfg: cfg, c: client, hc: hc, log: cfg.Logger,
 		nodeOf: map[int]string{}, sems: map[string]chan struct{}{},
 		pending: map[string]uint64{},
 	}
 	var v px.Version
 	if err := client.Get(ctx, "/version", &v); err != nil {
+		h.Close()
 		return nil, translate(err, "connect to "+cfg.URL, 0)
 	}
 	h.log.Debug("proxmox: connected", "url", cfg.URL, "version", v.Version)
 	return h, nil
+}
+
+// Close closes the idle connections of the API client. Calls in flight
+// finish; the Hypervisor stays usable and opens new connections on demand.
+// It always returns nil.
+func (h *Hypervisor) Close() error {
+	h.hc.CloseIdleConnections()
+	return nil
 }
 
 // String identifies the Hypervisor by its API URL and token ID.
