@@ -38,6 +38,7 @@ const (
 	EventLeaseExpired          = "sandbox.lease.expired"    // action
 	EventIdleStop              = "sandbox.idle_stop"        // idle_for_minutes
 	EventNetworkWarning        = "sandbox.network.warning"  // warning
+	EventIPConflict            = "sandbox.ip_conflict"      // ip, conflicting_vmid
 	EventReconciled            = "sandbox.reconciled"       // finding, action
 	EventJobCreated            = "job.created"
 	EventJobRunning            = "job.running"
@@ -59,7 +60,7 @@ var EventKinds = []string{
 	EventSandboxDestroyDone, EventSandboxDestroyFailed, EventSnapshotCreated,
 	EventSnapshotFailed, EventSnapshotRestored, EventSnapshotRestoreFailed,
 	EventSnapshotDeleted, EventLeaseRenewed, EventLeaseExpired, EventIdleStop,
-	EventNetworkWarning, EventReconciled, EventJobCreated, EventJobRunning,
+	EventNetworkWarning, EventIPConflict, EventReconciled, EventJobCreated, EventJobRunning,
 	EventJobLog, EventJobStep, EventJobCompleted, EventJobFailed, EventJobTimeout,
 	EventJobCanceled, EventJobArtifact,
 }

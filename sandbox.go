@@ -398,6 +398,9 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
 	defer cancel()
 	info, err := m.guestInfo(ctx, s.vmid)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w after %v: %w", ErrTimeout, m.cfg.ReadyTimeout, err)
+		}
 		return fmt.Errorf("wait for guest address: %w", err)
 	}
 	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
@@ -414,29 +417,59 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
 	return m.awaitSSH(ctx, s)
 }
 
-// guestInfo polls the hypervisor until the guest reports an address, and,
-// when keys are not trusted on first use, its host key.
+// guestInfo polls the hypervisor until the guest reports a usable address
+// and, when keys are not trusted on first use, its host key.
 func (m *Manager) guestInfo(ctx context.Context, vmid int) (GuestInfo, error) {
 	delay := 50 * time.Millisecond
+	conflicts := 0
 	for {
 		info, err := m.hv.GuestInfo(ctx, vmid)
-		if err == nil && info.IP != "" && (info.HostKey != "" || m.cfg.TrustOnFirstUse ||
-			m.guest == nil) {
+		if err == nil {
+			err = m.usable(ctx, vmid, info, &conflicts)
+		}
+		if err == nil {
 			return info, nil
 		}
-		if err == nil && info.IP != "" {
-			// The key read can fail on its own (agent busy); try again.
-			err = fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
-				"and trust on first use is off", ErrNotReady)
-		}
-		if err != nil && !IsRetryable(err) {
+		if !IsRetryable(err) {
 			return GuestInfo{}, err
 		}
-		if err := sleep(ctx, delay); err != nil {
-			return GuestInfo{}, err
+		if serr := sleep(ctx, delay); serr != nil {
+			return GuestInfo{}, fmt.Errorf("%w (last: %w)", serr, err)
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
+}
+
+// usable checks what the guest reported: an address no other live sandbox
+// holds (a guest can claim any address), and a host key unless keys are
+// trusted on first use. Failures are retryable: the agent may be busy, or
+// the other sandbox may be going away.
+func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflicts *int) error {
+	if info.IP == "" {
+		return fmt.Errorf("%w: guest reports no address yet", ErrNotReady)
+	}
+	holders, err := m.store.ListSandboxes(ctx, SandboxFilter{IP: info.IP, States: liveStates})
+	if err != nil {
+		return err
+	}
+	for _, h := range holders {
+		if h.VMID == vmid {
+			continue
+		}
+		if *conflicts == 0 {
+			m.emit(ctx, Event{Kind: EventIPConflict, VMID: vmid,
+				Message: fmt.Sprintf("guest reports %s, held by sandbox %d", info.IP, h.VMID),
+				Data:    map[string]any{"ip": info.IP, "conflicting_vmid": h.VMID}})
+		}
+		*conflicts++
+		return fmt.Errorf("%w: guest reports address %s, held by sandbox %d", ErrNotReady,
+			info.IP, h.VMID)
+	}
+	if info.HostKey == "" && !m.cfg.TrustOnFirstUse && m.guest != nil {
+		return fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
+			"and trust on first use is off", ErrNotReady)
+	}
+	return nil
 }
 
 func (m *Manager) awaitSSH(ctx context.Context, s *Sandbox) error {

@@ -290,3 +290,29 @@ func TestSandbox_GetByNameAndList(t *testing.T) {
 	_, err = env.Manager.Get(ctx, 4242)
 	require.ErrorIs(t, err, agentlab.ErrNotFound)
 }
+
+func TestCreate_HostileOrSilentGuest(t *testing.T) {
+	t.Run("never answers", func(t *testing.T) {
+		env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+			Config: agentlab.Config{ReadyTimeout: 200 * time.Millisecond}})
+		env.Hypervisor.FailNext(agentlabtest.OpGuestInfo, 0, 1<<30, agentlab.ErrNotReady)
+		_, err := env.Manager.Create(ctxT(t), agentlab.CreateRequest{Profile: "test"})
+		require.ErrorIs(t, err, agentlab.ErrTimeout)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Empty(t, env.Hypervisor.VMs(), "the silent VM is destroyed")
+	})
+	t.Run("claims another sandbox's address", func(t *testing.T) {
+		env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+			Config: agentlab.Config{ReadyTimeout: 300 * time.Millisecond}})
+		first := create(t, env, agentlab.CreateRequest{})
+		env.Hypervisor.SetGuestIP(first.VMID()+1, first.Record().IP)
+		_, err := env.Manager.Create(ctxT(t), agentlab.CreateRequest{Profile: "test"})
+		require.ErrorIs(t, err, agentlab.ErrTimeout)
+		require.ErrorContains(t, err, "held by sandbox")
+		evs, err := env.Manager.Events(ctxT(t), agentlab.EventFilter{
+			Kinds: []string{agentlab.EventIPConflict}})
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		require.Equal(t, agentlab.StateRunning, state(t, first), "the victim is untouched")
+	})
+}

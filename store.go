@@ -80,6 +80,7 @@ type SandboxFilter struct {
 	Profile string            // this profile
 	Labels  map[string]string // all of these labels
 	JobID   string            // bound to this job
+	IP      string            // with this guest address
 
 	// ExpiredBefore selects sandboxes whose lease expires at or before it.
 	ExpiredBefore time.Time

@@ -87,17 +87,18 @@ type HypervisorOptions struct {
 // Hypervisor is a deterministic in-memory [agentlab.Hypervisor]. It is safe
 // for concurrent use. Close it to remove its guest directories.
 type Hypervisor struct {
-	mu        sync.Mutex // guards everything below
-	vms       map[int]*fakeVM
-	templates map[int]bool
-	nodes     []string
-	hooks     []Hook
-	after     []AfterHook
-	calls     map[Op]int
-	opts      HypervisorOptions
-	dir       string
-	ownDir    bool
-	guest     *Guest
+	mu         sync.Mutex // guards everything below
+	vms        map[int]*fakeVM
+	templates  map[int]bool
+	nodes      []string
+	hooks      []Hook
+	after      []AfterHook
+	ipOverride map[int]string
+	calls      map[Op]int
+	opts       HypervisorOptions
+	dir        string
+	ownDir     bool
+	guest      *Guest
 }
 
 type fakeVM struct {
@@ -220,6 +221,20 @@ func (h *Hypervisor) SetPower(vmid int, p agentlab.PowerState) {
 	}
 }
 
+// SetGuestIP makes the guest of vmid (which may not exist yet) report ip,
+// as a hostile or misconfigured guest could.
+func (h *Hypervisor) SetGuestIP(vmid int, ip string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ipOverride == nil {
+		h.ipOverride = map[int]string{}
+	}
+	h.ipOverride[vmid] = ip
+	if v, ok := h.vms[vmid]; ok {
+		v.ip = ip
+	}
+}
+
 // AddForeignVM creates a VM that does not carry the SDK's marker, as another
 // tool would, to test VMID conflicts.
 func (h *Hypervisor) AddForeignVM(vmid int, name string) {
@@ -304,11 +319,15 @@ func (h *Hypervisor) newVM(spec agentlab.ProvisionSpec) (*fakeVM, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	ip := fmt.Sprintf("10.77.%d.%d", spec.VMID/250%250, spec.VMID%250+2)
+	if o, ok := h.ipOverride[spec.VMID]; ok {
+		ip = o
+	}
 	return &fakeVM{
 		vm: agentlab.VM{VMID: spec.VMID, Node: node, Name: spec.Name,
 			Power: agentlab.PowerStopped, Owner: spec.Owner, Tags: []string{"agentlab"}},
 		template: spec.Template, dir: dir, spec: spec,
-		ip:      fmt.Sprintf("10.77.%d.%d", spec.VMID/250%250, spec.VMID%250+2),
+		ip:      ip,
 		hostKey: fmt.Sprintf("ssh-ed25519 FAKEHOSTKEY%d", spec.VMID),
 	}, nil
 }

@@ -322,7 +322,8 @@ func filterFixture(t *testing.T, s agentlab.Store) time.Time {
 		{VMID: 1003, Name: "c", State: agentlab.StateStopped, Profile: "safe",
 			Labels:       map[string]string{"team": "y", "env": "ci", `q"uo\te`: "2"},
 			LeaseExpires: now.Add(time.Hour)},
-		{VMID: 1004, Name: "d", State: agentlab.StateReady, Profile: "safe", JobID: "job_2"},
+		{VMID: 1004, Name: "d", State: agentlab.StateReady, Profile: "safe", JobID: "job_2",
+			IP: "10.77.0.4"},
 		{VMID: 1005, Name: "e", State: agentlab.StateDestroyed, Profile: "yolo",
 			Labels: map[string]string{"team": "x"}, LeaseExpires: now.Add(-2 * time.Hour)},
 	}
@@ -358,6 +359,7 @@ func testSandboxFilters(t *testing.T, s agentlab.Store) {
 		{"label key with quote", agentlab.SandboxFilter{Labels: map[string]string{
 			`q"uo\te`: "2", "env": "ci"}}, []int{1003}},
 		{"job", agentlab.SandboxFilter{JobID: "job_2"}, []int{1004}},
+		{"ip", agentlab.SandboxFilter{IP: "10.77.0.4"}, []int{1004}},
 		{"expired at or before", agentlab.SandboxFilter{ExpiredBefore: now},
 			[]int{1001, 1002, 1005}},
 		{"expired before earlier", agentlab.SandboxFilter{ExpiredBefore: now.Add(-time.Minute)},

@@ -194,7 +194,8 @@ func matchSandbox(f *agentlab.SandboxFilter, r *agentlab.SandboxRecord) bool {
 	switch {
 	case len(f.States) > 0 && !slices.Contains(f.States, r.State),
 		f.Profile != "" && r.Profile != f.Profile,
-		f.JobID != "" && r.JobID != f.JobID:
+		f.JobID != "" && r.JobID != f.JobID,
+		f.IP != "" && r.IP != f.IP:
 		return false
 	}
 	if !f.ExpiredBefore.IsZero() &&

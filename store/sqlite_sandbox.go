@@ -175,6 +175,9 @@ func sandboxWhere(f agentlab.SandboxFilter) (string, []any) {
 	if f.JobID != "" {
 		conds, args = append(conds, `job_id = ?`), append(args, f.JobID)
 	}
+	if f.IP != "" {
+		conds, args = append(conds, `ip = ?`), append(args, f.IP)
+	}
 	if !f.ExpiredBefore.IsZero() {
 		conds = append(conds, `lease_expires IS NOT NULL AND lease_expires <= ?`)
 		args = append(args, clampNanos(f.ExpiredBefore))

@@ -47,6 +47,7 @@ CREATE INDEX sandboxes_name_id ON sandboxes (name, id);
 CREATE INDEX sandboxes_state ON sandboxes (state, vmid);
 CREATE INDEX sandboxes_profile ON sandboxes (profile, vmid);
 CREATE INDEX sandboxes_job_id ON sandboxes (job_id);
+CREATE INDEX sandboxes_ip ON sandboxes (ip);
 CREATE INDEX sandboxes_lease_expires ON sandboxes (lease_expires)
     WHERE lease_expires IS NOT NULL;
 
