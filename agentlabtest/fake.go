@@ -571,36 +571,10 @@ func (h *Hypervisor) byIP(ip string) (dir string, vmid int, running bool) {
 	return "", 0, false
 }
 
-// copyTree copies a directory tree, keeping modes and symlinks.
+// copyTree copies a directory tree, keeping modes and symlinks, for
+// snapshots.
 func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, info.Mode().Perm()|0o700)
-		case d.Type()&os.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case d.Type().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(target, data, info.Mode().Perm())
-		}
-		return nil
-	})
+	return copyWalk(context.Background(), src, dst, true, nil)
 }
 
 func (h *Hypervisor) runAfter(ctx context.Context, op Op, vmid int) {

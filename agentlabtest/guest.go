@@ -247,26 +247,39 @@ func (g *Guest) Download(ctx context.Context, ep agentlab.Endpoint, remote, loca
 	return copyPath(ctx, src, local, opts)
 }
 
-// copyPath copies a file or a tree; symlinks are not followed or copied.
+// copyPath copies a file or a tree for a transfer; symlinks are neither
+// followed nor copied.
 func copyPath(ctx context.Context, src, dst string, opts *agentlab.TransferOptions) error {
+	return copyWalk(ctx, src, dst, false, opts)
+}
+
+// copyWalk copies src to dst: directories, regular files with their modes,
+// and, when links is set, symlinks as they are.
+func copyWalk(ctx context.Context, src, dst string, links bool,
+	opts *agentlab.TransferOptions) error {
 	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
+		if err == nil {
+			err = ctx.Err()
 		}
-		if err := ctx.Err(); err != nil {
+		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)
 		target := filepath.Join(dst, rel)
 		info, err := d.Info()
-		if err != nil {
-			return err
-		}
 		switch {
+		case err != nil:
+			return err
 		case d.IsDir():
 			return os.MkdirAll(target, info.Mode().Perm()|0o700)
 		case d.Type().IsRegular():
 			return copyFile(p, target, info, opts)
+		case links && d.Type()&os.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
 		}
 		return nil
 	})
