@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -228,4 +230,36 @@ func TestE2E_JobOnSimulator(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "what is 6*7?", string(data))
 	require.Empty(t, w.sim.VMs()[1:], "only the template is left")
+}
+
+// TestE2E_ParallelCreatesUnderLockContention replays the predecessor's
+// parallel creates on the real path while the simulator times out locks:
+// every create succeeds or fails cleanly, no VMID is used twice, and no VM
+// is left without a record.
+func TestE2E_ParallelCreatesUnderLockContention(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{Seed: 7,
+		TaskDelays: map[string]time.Duration{"qmclone": 20 * time.Millisecond}})
+	w.sim.InjectFault(pvesim.Fault{LockTimeout: true, FailTask: "qmclone", Probability: 0.3})
+	w.sim.InjectFault(pvesim.Fault{Path: regexp.MustCompile(`/status/start$`), Status: 500,
+		Message: "VM is locked (clone)", Probability: 0.2})
+	ctx := ctxT(t)
+	const n = 8
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := w.manager.Create(ctx, agentlab.CreateRequest{Profile: "yolo-ephemeral",
+				Name: fmt.Sprintf("par-%d", i)})
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		if err := <-errs; err == nil {
+			ok++
+		} else {
+			require.True(t, classified(err), "unclassified: %v", err)
+		}
+	}
+	require.Positive(t, ok)
+	checkRealInvariants(t, w)
 }
