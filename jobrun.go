@@ -260,7 +260,8 @@ func (m *Manager) newJobRecord(spec *JobSpec, p *Profile) JobRecord {
 		ID: NewJobID(), RepoURL: spec.RepoURL, Ref: spec.Ref, Task: spec.Task,
 		Profile: spec.Profile, Mode: mode, Command: spec.Command, Env: spec.Env,
 		Artifacts: append(append([]string(nil), p.Job.Artifacts...), spec.Artifacts...),
-		TTL:       spec.TTL, Timeout: spec.Timeout, Keepalive: keep, SecretNames: names, Status: JobQueued,
+		TTL:       spec.TTL, Timeout: spec.Timeout, Keepalive: keep, SecretNames: names,
+		Status: JobQueued,
 		Runner: m.instance, Heartbeat: m.now(),
 	}
 }
@@ -598,7 +599,8 @@ func (r *runner) script(rec JobRecord) string {
 	b.WriteString("mkdir -p \"$wd\" && cd \"$wd\" || fin 1\n. \"$d/env\"\n" +
 		"export AGENTLAB_TASK_FILE=\"$d/task\" AGENTLAB_SECRETS_DIR=\"$d/secrets\" " +
 		"AGENTLAB_REPO_DIR=\"$HOME/$wd\"\n" +
-		"for f in \"$d\"/secrets/*; do [ -f \"$f\" ] && export \"$(basename \"$f\")=$(cat \"$f\")\"; done\n")
+		"for f in \"$d\"/secrets/*; do\n" +
+		"  [ -f \"$f\" ] && export \"$(basename \"$f\")=$(cat \"$f\")\"\ndone\n")
 	fmt.Fprintf(&b, "sh -c %s\nfin $?\n", shellQuote(cmd))
 	return b.String()
 }

@@ -165,7 +165,8 @@ func opOr(op, def string) string {
 }
 
 // fixPower makes the recorded state follow the VM's power state.
-func (m *Manager) fixPower(ctx context.Context, r SandboxRecord, vm VM, apply bool) (Finding, bool) {
+func (m *Manager) fixPower(ctx context.Context, r SandboxRecord, vm VM,
+	apply bool) (Finding, bool) {
 	want := stateForPower(r.State, vm.Power)
 	if want == r.State {
 		if vm.Power == PowerRunning && r.IP == "" {

@@ -113,7 +113,8 @@ func TestSandbox_RenewLeaseStates(t *testing.T) {
 	require.ErrorAs(t, err, &ise)
 	require.ErrorIs(t, err, agentlab.ErrInvalidState)
 	require.Equal(t, agentlab.StateStopped, ise.State)
-	require.Contains(t, err.Error(), "cannot renew lease in STOPPED state; valid states: READY, RUNNING")
+	require.Contains(t, err.Error(),
+		"cannot renew lease in STOPPED state; valid states: READY, RUNNING")
 	require.ErrorIs(t, sb.RenewLease(ctx, time.Second), agentlab.ErrInvalidArgument)
 }
 

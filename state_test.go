@@ -29,11 +29,21 @@ type opCase struct {
 }
 
 var opCases = []opCase{
-	{agentlab.OpPause, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Pause(ctx) }},
-	{agentlab.OpResume, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Resume(ctx) }},
-	{agentlab.OpStop, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Stop(ctx) }},
-	{agentlab.OpStart, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Start(ctx) }},
-	{agentlab.OpDestroy, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Destroy(ctx) }},
+	{agentlab.OpPause, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Pause(ctx)
+	}},
+	{agentlab.OpResume, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Resume(ctx)
+	}},
+	{agentlab.OpStop, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Stop(ctx)
+	}},
+	{agentlab.OpStart, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Start(ctx)
+	}},
+	{agentlab.OpDestroy, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Destroy(ctx)
+	}},
 	{agentlab.OpRenewLease, func(ctx context.Context, sb *agentlab.Sandbox) error {
 		return sb.RenewLease(ctx, time.Hour)
 	}},
@@ -50,7 +60,9 @@ var opCases = []opCase{
 	{agentlab.OpSnapshotDelete, func(ctx context.Context, sb *agentlab.Sandbox) error {
 		return sb.DeleteSnapshot(ctx, "s1")
 	}},
-	{agentlab.OpRevert, func(ctx context.Context, sb *agentlab.Sandbox) error { return sb.Revert(ctx, nil) }},
+	{agentlab.OpRevert, func(ctx context.Context, sb *agentlab.Sandbox) error {
+		return sb.Revert(ctx, nil)
+	}},
 	{agentlab.OpExec, func(ctx context.Context, sb *agentlab.Sandbox) error {
 		_, err := sb.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
 		return err

@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 )
@@ -13,38 +15,46 @@ func BenchmarkZZSFTP(b *testing.B) {
 	w := newSSHWorld(b)
 	local := filepath.Join(b.TempDir(), "payload.bin")
 	writeRandomFile(b, local, transferSize)
-	check(b, os.Link(local, filepath.Join(w.srv.Dir(), "src.bin")))
+	src := filepath.Join(w.srv.Dir(), "src.bin")
+	check(b, os.Link(local, src))
 	back := filepath.Join(b.TempDir(), "back.bin")
-	for _, c := range []struct {
-		name string
-		opts []sftp.ClientOption
-	}{
-		{"default", nil},
-		{"conc", []sftp.ClientOption{sftp.UseConcurrentWrites(true)}},
-		{"req128", []sftp.ClientOption{sftp.MaxConcurrentRequestsPerFile(128)}},
-		{"req256", []sftp.ClientOption{sftp.MaxConcurrentRequestsPerFile(256)}},
-		{"pkt128k", []sftp.ClientOption{sftp.MaxPacketUnchecked(128 << 10)}},
-		{"pkt128k-req256", []sftp.ClientOption{sftp.MaxPacketUnchecked(128 << 10), sftp.MaxConcurrentRequestsPerFile(256)}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			sc, err := sftp.NewClient(w.raw, c.opts...)
+	mk := func(opts ...sftp.ClientOption) func() error {
+		sc, err := sftp.NewClient(w.raw, opts...)
+		check(b, err)
+		return func() error {
+			in, err := sc.Open(src)
 			check(b, err)
-			defer sc.Close()
-			b.SetBytes(transferSize)
-			for b.Loop() {
-				in, err := sc.Open(filepath.Join(w.srv.Dir(), "src.bin"))
-				check(b, err)
-				out, err := os.Create(back)
-				check(b, err)
-				_, err = io.Copy(out, in)
-				check(b, err)
-				in.Close()
-				out.Close()
-				fi, _ := os.Stat(back)
-				if fi.Size() != transferSize {
-					b.Fatalf("short: %d", fi.Size())
-				}
-			}
-		})
+			out, err := os.Create(back)
+			check(b, err)
+			_, err = io.Copy(out, in)
+			in.Close()
+			out.Close()
+			return err
+		}
+	}
+	ctx := context.Background()
+	ways := []struct {
+		name string
+		f    func() error
+	}{
+		{"pipe", func() error { return w.pipeDown("src.bin", back) }},
+		{"sdk", func() error { return w.tr.Download(ctx, w.ep, "src.bin", back, nil) }},
+		{"sftp-default", mk()},
+		{"sftp-conc", mk(sftp.UseConcurrentWrites(true))},
+		{"sftp-req128", mk(sftp.MaxConcurrentRequestsPerFile(128))},
+		{"sftp-req256", mk(sftp.MaxConcurrentRequestsPerFile(256))},
+	}
+	sums := make([]time.Duration, len(ways))
+	n := 0
+	for b.Loop() {
+		for i, wy := range ways {
+			t := time.Now()
+			check(b, wy.f())
+			sums[i] += time.Since(t)
+		}
+		n++
+	}
+	for i, wy := range ways {
+		b.ReportMetric(float64(transferSize)*float64(n)/sums[i].Seconds()/1e6, wy.name+"-MB/s")
 	}
 }
