@@ -263,3 +263,24 @@ func TestE2E_ParallelCreatesUnderLockContention(t *testing.T) {
 	require.Positive(t, ok)
 	checkRealInvariants(t, w)
 }
+
+// TestE2E_ParallelJobs runs twenty jobs at once on the simulator: all
+// complete and no VM is left.
+func TestE2E_ParallelJobs(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{})
+	ctx := ctxT(t)
+	repo := gitRepo(t)
+	jobs := make([]*agentlab.Job, 20)
+	for i := range jobs {
+		j, err := w.manager.RunJob(ctx, agentlab.JobSpec{RepoURL: repo,
+			Profile: "yolo-ephemeral", Task: fmt.Sprintf("task %d", i)})
+		require.NoError(t, err)
+		jobs[i] = j
+	}
+	for _, j := range jobs {
+		rec, err := j.Wait(ctx)
+		require.NoError(t, err)
+		require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	}
+	require.Len(t, w.sim.VMs(), 1, "only the template is left")
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,6 +75,14 @@ func TestJob_CompletesWithLogAndArtifacts(t *testing.T) {
 		require.Len(t, a.SHA256, 64)
 	}
 	require.ElementsMatch(t, []string{"job.log", "out.txt"}, names)
+	f, err := j.OpenArtifact("out.txt")
+	require.NoError(t, err)
+	data, err := io.ReadAll(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, "result\n", string(data))
+	_, err = j.OpenArtifact("nope")
+	require.ErrorIs(t, err, agentlab.ErrNotFound)
 
 	var logs bytes.Buffer
 	require.NoError(t, j.Logs(ctx, &logs, agentlab.LogOptions{}))
@@ -302,4 +311,40 @@ func TestJob_ReattachAfterRestart(t *testing.T) {
 	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
 	require.Len(t, rec.Results, 2, "log and out.txt collected by the new Manager")
 	require.Empty(t, hv.VMs())
+}
+
+func TestJob_SandboxDestroyedWhileQueued(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{})
+	ctx := ctxT(t)
+	release := make(chan struct{})
+	env.Hypervisor.AddHook(func(ctx context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpGuestInfo {
+			select { // hold the sandbox in BOOTING
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err(), false
+			}
+		}
+		return nil, false
+	})
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test"})
+	require.NoError(t, err)
+	var sbs []agentlab.SandboxRecord
+	for len(sbs) == 0 {
+		sbs, err = env.Manager.List(ctx, agentlab.SandboxFilter{JobID: j.ID(),
+			States: []agentlab.State{agentlab.StateBooting}})
+		require.NoError(t, err)
+		time.Sleep(5 * time.Millisecond)
+	}
+	sb, err := env.Manager.Get(ctx, sbs[0].VMID)
+	require.NoError(t, err)
+	require.NoError(t, sb.Destroy(ctx))
+	rec, err := j.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.JobFailed, rec.Status, "failed at once")
+	require.Contains(t, rec.Message, "sandbox destroyed")
+	close(release)
+	rec = waitJob(t, j)
+	require.Equal(t, agentlab.JobFailed, rec.Status)
+	require.Empty(t, env.Hypervisor.VMs())
 }

@@ -106,6 +106,21 @@ func (j *Job) Cancel(ctx context.Context) error {
 // Artifacts returns the artifacts collected when the job ended.
 func (j *Job) Artifacts() []Artifact { return j.Record().Results }
 
+// OpenArtifact opens a collected artifact by name (as listed by
+// [Job.Artifacts]) for reading. The caller closes it.
+func (j *Job) OpenArtifact(name string) (*os.File, error) {
+	for _, a := range j.Record().Results {
+		if a.Name == name {
+			f, err := os.Open(a.Path)
+			if err != nil {
+				return nil, fmt.Errorf("open artifact %s of job %s: %w", name, j.id, err)
+			}
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("artifact %s of job %s: %w", name, j.id, ErrNotFound)
+}
+
 // LogOptions tunes [Job.Logs].
 type LogOptions struct {
 	Tail   int  // only the last Tail lines; zero means all
