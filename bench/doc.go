@@ -12,7 +12,8 @@
 //     x/crypto/ssh handshake doing the same work on the same simulator.
 //   - BenchmarkExec, BenchmarkExecLatency, BenchmarkExecConcurrent: `true`
 //     on sshx's pooled connection against one /usr/bin/ssh process per
-//     command, on the same sshtest server.
+//     command, on the same sshtest server. BenchmarkSandboxExec shows what
+//     Sandbox.Exec adds to the Transport's exec on the real path.
 //   - BenchmarkTransfer: 256 MiB up and down through sshx (SFTP) against
 //     `cat` piped through one SSH session.
 //   - BenchmarkConcurrentCreate: 100 parallel creates with task delays and
@@ -22,6 +23,9 @@
 //     heap of the Manager holding them.
 //   - BenchmarkEvents: the publisher's latency with 10 subscribers, 0, 5 or
 //     10 of which never read.
+//   - BenchmarkLifecycleBreakdown (a diagnostic, not in the table): the
+//     lifecycle's time per layer (store, hypervisor, guest) and its API
+//     request count.
 //
 // # Running
 //

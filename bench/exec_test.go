@@ -221,3 +221,30 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func usec(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// BenchmarkSandboxExec runs `true` in a sandbox of the real path (SQLite,
+// pvesim, sshx through the jump host) through Sandbox.Exec, which re-reads
+// the record and notes activity first (Sandbox), and through the Transport
+// on the same endpoint (Transport), to show what the Manager adds per exec.
+func BenchmarkSandboxExec(b *testing.B) {
+	w := newWorld(b, worldOptions{})
+	ctx := context.Background()
+	sb, err := w.m.Create(ctx, agentlab.CreateRequest{Profile: "bench"})
+	check(b, err)
+	ep, err := sb.Endpoint(ctx)
+	check(b, err)
+	req := agentlab.ExecRequest{Argv: []string{"true"}}
+	ways := map[string]func() error{
+		"Sandbox":   func() error { _, err := sb.Exec(ctx, req); return err },
+		"Transport": func() error { _, err := w.guest.Exec(ctx, ep, req); return err },
+	}
+	for _, name := range []string{"Sandbox", "Transport"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if err := ways[name](); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -27,7 +27,7 @@ const (
 
 	// pollInterval is the task poll interval of both the SDK and the bare
 	// client, so that neither waits longer for a task than the other.
-	pollInterval = 5 * time.Millisecond
+	pollInterval = time.Millisecond
 )
 
 // benchProfile is the profile every benchmark creates from: the default
@@ -84,7 +84,8 @@ func newWorld(tb testing.TB, o worldOptions) *world {
 	return w
 }
 
-// newHypervisor connects the proxmox adapter to sim.
+// newHypervisor connects the proxmox adapter to sim; tb's cleanup closes
+// its idle connections.
 func newHypervisor(tb testing.TB, sim *pvesim.Server, o worldOptions) *proxmox.Hypervisor {
 	tb.Helper()
 	hv, err := proxmox.New(context.Background(), proxmox.Config{
@@ -95,6 +96,7 @@ func newHypervisor(tb testing.TB, sim *pvesim.Server, o worldOptions) *proxmox.H
 		RetryMax: orDur(o.retryMax, 50*time.Millisecond), HTTPClient: o.httpClient,
 	})
 	check(tb, err)
+	tb.Cleanup(func() { _ = hv.Close() })
 	return hv
 }
 
@@ -106,8 +108,9 @@ func newJumpTransport(sim *pvesim.Server, signer ssh.Signer) *sshx.Transport {
 		User: jumpUser, HostKey: sshx.FormatKey(jumpKey)}})
 }
 
-// newManager builds a Manager over st, hv and g that authorizes pubKey in
-// its guests, with the background loops off.
+// newManager builds a Manager over st, hv and g (which may be nil) that
+// authorizes pubKey (unless empty) in its guests, with the background loops
+// off.
 func newManager(tb testing.TB, pubKey string, st agentlab.Store, hv agentlab.Hypervisor,
 	g agentlab.Guest) *agentlab.Manager {
 	tb.Helper()
@@ -115,9 +118,13 @@ func newManager(tb testing.TB, pubKey string, st agentlab.Store, hv agentlab.Hyp
 	check(tb, err)
 	set, err := agentlab.NewProfileSet(profiles...)
 	check(tb, err)
+	var keys []string
+	if pubKey != "" {
+		keys = []string{pubKey}
+	}
 	m, err := agentlab.New(context.Background(), agentlab.Config{
 		Store: st, Hypervisor: hv, Guest: g, Profiles: set,
-		SSHPublicKeys: []string{pubKey}, ArtifactDir: tb.TempDir(),
+		SSHPublicKeys: keys, ArtifactDir: tb.TempDir(),
 		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1,
 	})
 	check(tb, err)

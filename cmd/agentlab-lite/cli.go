@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// cli holds one invocation's streams and global options. Nothing in it is
+// global state, so tests run many invocations in one process.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	// forceTTY, when not nil, overrides terminal detection of stdout.
+	forceTTY *bool
+
+	json       bool
+	configPath string
+	debug      bool
+
+	cmd *command // the command being run, for its help
+}
+
+// command is one leaf of the command tree.
+type command struct {
+	path     string // "sandbox new"
+	synopsis string // what follows the path in the usage line
+	summary  string
+	run      func(ctx context.Context, c *cli, args []string) error
+	hidden   bool
+}
+
+// errHelp reports that help was printed; the exit code is 0.
+var errHelp = errors.New("help printed")
+
+// run is the CLI's entry point: it parses args, runs the command and
+// returns the exit code. It never calls os.Exit.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	return c.main(ctx, args)
+}
+
+func (c *cli) main(ctx context.Context, args []string) int {
+	cmd, rest, err := c.route(args)
+	if err == nil && cmd != nil {
+		c.cmd = cmd
+		err = cmd.run(ctx, c, rest)
+	}
+	if err == nil || errors.Is(err, errHelp) {
+		return exitOK
+	}
+	return report(c.stderr, err)
+}
+
+// route consumes the global flags and the command words and returns the
+// leaf command with its remaining arguments. It returns a nil command after
+// printing help or the version.
+func (c *cli) route(args []string) (*command, []string, error) {
+	var path []string
+	var rest []string
+	version, help := false, false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		n, err := c.globalFlag(args[i:], &version, &help)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n > 0 {
+			i += n - 1
+			continue
+		}
+		if strings.HasPrefix(a, "-") || !isGroup(append(slices.Clone(path), a)) {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		path = append(path, a)
+	}
+	switch {
+	case version && len(path) == 0:
+		fmt.Fprintln(c.stdout, versionLine())
+		return nil, nil, nil
+	case len(path) == 0 && len(rest) == 0:
+		if help {
+			c.printHelp(c.stdout, nil)
+			return nil, nil, nil
+		}
+		c.printHelp(c.stderr, nil)
+		return nil, nil, usagef("agentlab-lite help", "no command given")
+	}
+	return c.leaf(path, rest, help)
+}
+
+// globalFlag consumes one global flag at args[0], returning how many
+// arguments it used (0 when args[0] is not a global flag).
+func (c *cli) globalFlag(args []string, version, help *bool) (int, error) {
+	name, val, hasVal := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
+	if !strings.HasPrefix(args[0], "-") || args[0] == "-" || args[0] == "--" {
+		return 0, nil
+	}
+	switch name {
+	case "json":
+		c.json = !hasVal || val == "true" || val == "1"
+	case "debug":
+		c.debug = true
+	case "version":
+		*version = true
+	case "h", "help":
+		*help = true
+	case "config":
+		if hasVal {
+			c.configPath = val
+			return 1, nil
+		}
+		if len(args) < 2 {
+			return 0, usagef("agentlab-lite --help", "flag --config needs a value")
+		}
+		c.configPath = args[1]
+		return 2, nil
+	default:
+		return 0, nil
+	}
+	return 1, nil
+}
+
+// leaf finds the command for path; rest starts with its arguments.
+func (c *cli) leaf(path, rest []string, help bool) (*command, []string, error) {
+	p := strings.Join(path, " ")
+	if cmd := lookup(p); cmd != nil {
+		if help {
+			rest = append([]string{"--help"}, rest...)
+		}
+		return cmd, rest, nil
+	}
+	if len(path) > 0 && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		return nil, nil, unknownCommand(p, rest[0])
+	}
+	if len(path) == 0 {
+		return nil, nil, unknownCommand("", rest[0])
+	}
+	if help || slices.Contains(rest, "-h") || slices.Contains(rest, "--help") {
+		c.printHelp(c.stdout, path)
+		return nil, nil, nil
+	}
+	c.printHelp(c.stderr, path)
+	return nil, nil, usagef("agentlab-lite "+p+" --help", "%q needs a subcommand", p)
+}
+
+// unknownCommand reports a word that names no command; last is that word
+// and group the words before it.
+func unknownCommand(group, last string) *cliError {
+	var names []string
+	prefix := strings.Fields(group)
+	for _, cmd := range commands {
+		words := strings.Fields(cmd.path)
+		if cmd.hidden || len(words) <= len(prefix) || !slices.Equal(words[:len(prefix)], prefix) {
+			continue
+		}
+		if w := words[len(prefix)]; !slices.Contains(names, w) {
+			names = append(names, w)
+		}
+	}
+	full := strings.TrimSpace(group + " " + last)
+	ce := usagef(strings.TrimSpace("agentlab-lite help "+group), "unknown command %q", full)
+	if s := suggest(last, names); s != "" {
+		ce.hints = []string{fmt.Sprintf("did you mean %q?", strings.TrimSpace(group+" "+s))}
+	}
+	return ce
+}
+
+// lookup returns the command with exactly this path, or nil.
+func lookup(path string) *command {
+	for i := range commands {
+		if commands[i].path == path {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// isGroup reports whether path names a command or a group of commands.
+func isGroup(path []string) bool {
+	p := strings.Join(path, " ")
+	for _, cmd := range commands {
+		if cmd.path == p || strings.HasPrefix(cmd.path, p+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// printHelp lists the commands under path (all when nil).
+func (c *cli) printHelp(w io.Writer, path []string) {
+	p := strings.Join(path, " ")
+	if p == "" {
+		fmt.Fprint(w, helpIntro)
+	}
+	fmt.Fprintln(w, "Commands:")
+	for _, cmd := range commands {
+		if cmd.hidden || (p != "" && !strings.HasPrefix(cmd.path, p+" ")) {
+			continue
+		}
+		fmt.Fprintf(w, "  %-34s %s\n", cmd.path+" "+shortSynopsis(cmd.synopsis), cmd.summary)
+	}
+	if p == "" {
+		fmt.Fprint(w, helpGlobal)
+	}
+}
+
+func shortSynopsis(s string) string {
+	if len(s) > 20 {
+		if i := strings.IndexByte(s, '['); i > 0 {
+			return strings.TrimSpace(s[:i])
+		}
+	}
+	return s
+}
+
+const helpIntro = `agentlab-lite drives agentlab sandboxes and jobs on Proxmox VE (or on the
+built-in simulator) with no daemon: each command opens the shared SQLite store.
+
+Usage: agentlab-lite [--config FILE] [--json] COMMAND [ARGS] [FLAGS]
+
+`
+
+const helpGlobal = `
+Global flags (before or after the command):
+  --config FILE   configuration file (default $AGENTLAB_CONFIG, else
+                  the user config directory's agentlab/config.yaml)
+  --json          print stable JSON instead of text
+  --debug         log SDK debug messages to stderr
+  --version       print the version
+  -h, --help      help for the command
+
+Flags may come before or after positional arguments. Exit codes: 0 ok,
+1 failure, 2 usage error (ssh and exec exit with the remote status).
+Run "agentlab-lite help config" for the configuration file format.
+`
+
+// flags returns a FlagSet for the current command with the global flags
+// registered, so that they are accepted after the command too.
+func (c *cli) flags() *flag.FlagSet {
+	name := "agentlab-lite"
+	if c.cmd != nil {
+		name += " " + c.cmd.path
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&c.json, "json", c.json, "print JSON")
+	fs.StringVar(&c.configPath, "config", c.configPath, "configuration `file`")
+	fs.BoolVar(&c.debug, "debug", c.debug, "log SDK debug messages to stderr")
+	return fs
+}
+
+// parse parses flags interspersed with positional arguments. Arguments
+// after a "--" are returned in rest untouched.
+func (c *cli) parse(fs *flag.FlagSet, args []string) (pos, rest []string, err error) {
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, rest = args[:i], args[i+1:]
+	}
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, c.flagError(fs, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, rest, nil
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+}
+
+func (c *cli) flagError(fs *flag.FlagSet, err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		c.commandHelp(fs)
+		return errHelp
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		msg = "unknown flag " + "-" + f
+	}
+	msg = strings.Replace(msg, " for flag -", " for flag --", 1)
+	ce := usagef(c.helpRef(), "%s", msg)
+	if c.cmd != nil && (c.cmd.path == "ssh" || c.cmd.path == "exec") {
+		ce.hints = []string{"put the command after --: agentlab-lite " + c.cmd.path +
+			" VMID -- CMD ARGS..."}
+	}
+	return ce
+}
+
+// helpRef is the "next:" line pointing at the current command's help.
+func (c *cli) helpRef() string {
+	if c.cmd == nil {
+		return "agentlab-lite help"
+	}
+	return "agentlab-lite " + c.cmd.path + " --help"
+}
+
+// commandHelp prints the current command's usage and flags to stdout.
+func (c *cli) commandHelp(fs *flag.FlagSet) {
+	fmt.Fprintf(c.stdout, "Usage: agentlab-lite %s %s\n\n%s\n", c.cmd.path, c.cmd.synopsis,
+		c.cmd.summary)
+	fmt.Fprintln(c.stdout, "\nFlags:")
+	fs.SetOutput(c.stdout)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// args parses flags and positional arguments (see parse) and checks that
+// there are between min and max positional ones (max < 0: no limit).
+func (c *cli) args(fs *flag.FlagSet, args []string, min, max int) (pos, rest []string,
+	err error) {
+	pos, rest, err = c.parse(fs, args)
+	if err == nil {
+		err = c.wantArgs(pos, min, max)
+	}
+	return pos, rest, err
+}
+
+// wantArgs checks the number of positional arguments.
+func (c *cli) wantArgs(pos []string, min, max int) error {
+	switch {
+	case len(pos) < min:
+		return usagef(c.helpRef(), "missing argument: usage: agentlab-lite %s %s",
+			c.cmd.path, c.cmd.synopsis)
+	case max >= 0 && len(pos) > max:
+		return usagef(c.helpRef(), "unexpected argument %q", pos[max])
+	}
+	return nil
+}
