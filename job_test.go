@@ -193,6 +193,27 @@ func TestJob_Cancel(t *testing.T) {
 	require.NoError(t, j.Cancel(ctx), "cancelling a finished job does nothing")
 }
 
+func TestJob_CancelKillsGuestProcess(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	env := jobEnv(t, "echo $$ > "+pidFile+"; echo started; sleep 60")
+	ctx := ctxT(t)
+	keep := true
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test",
+		Keepalive: &keep})
+	require.NoError(t, err)
+	waitLog(t, env, j.ID(), "started")
+	require.NoError(t, j.Cancel(ctx))
+	require.Equal(t, agentlab.JobCanceled, waitJob(t, j).Status)
+
+	b, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid := strings.TrimSpace(string(b))
+	require.Eventually(t, func() bool {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		return err != nil || strings.Contains(string(st), ") Z ")
+	}, 10*time.Second, 20*time.Millisecond, "the job's process survived the cancel")
+}
+
 func TestJob_SecretsStayOutOfRecords(t *testing.T) {
 	env := jobEnv(t, `stat -c %a "$AGENTLAB_SECRETS_DIR/API_TOKEN"; `+
 		`test "$API_TOKEN" = s3cr3t-value && echo env-ok`)
@@ -311,6 +332,73 @@ func TestJob_ReattachAfterRestart(t *testing.T) {
 	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
 	require.Len(t, rec.Results, 2, "log and out.txt collected by the new Manager")
 	require.Empty(t, hv.VMs())
+}
+
+// TestJob_DestroyedByAnotherManager: a second Manager on the same Store
+// destroys a running job's sandbox and is slow to record it; the runner's
+// own failing poll must not win over the destroy as the job's reason.
+func TestJob_DestroyedByAnotherManager(t *testing.T) {
+	env := jobEnv(t, "echo started; sleep 60")
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test"})
+	require.NoError(t, err)
+	waitLog(t, env, j.ID(), "started")
+
+	var slow sync.Once // only the other Manager's destroy is slow
+	env.Hypervisor.AddAfterHook(func(_ context.Context, op agentlabtest.Op, _ int) {
+		if op == agentlabtest.OpDestroy {
+			slow.Do(func() { time.Sleep(500 * time.Millisecond) }) // the runner's polls fail
+		}
+	})
+	profiles, err := agentlab.NewProfileSet(agentlab.Profile{Name: "test", TemplateVMID: 9000})
+	require.NoError(t, err)
+	other, err := agentlab.New(ctx, agentlab.Config{Store: env.Store,
+		Hypervisor: env.Hypervisor, Guest: env.Guest, Profiles: profiles,
+		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
+	sb, err := other.Get(ctx, j.Record().VMID)
+	require.NoError(t, err)
+	require.NoError(t, sb.Destroy(ctx))
+
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobFailed, rec.Status)
+	require.Equal(t, "sandbox destroyed", rec.Message)
+}
+
+// TestJob_HeartbeatWhileProvisioning: a job whose sandbox takes longer to
+// come up than the heartbeat timeout is not taken for abandoned by another
+// Manager's reconcile.
+func TestJob_HeartbeatWhileProvisioning(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Config: agentlab.Config{
+		JobHeartbeatTimeout: 100 * time.Millisecond}})
+	ctx := ctxT(t)
+	release := make(chan struct{})
+	env.Hypervisor.AddHook(func(ctx context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpGuestInfo {
+			<-release // hold the sandbox in BOOTING
+		}
+		return nil, false
+	})
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test"})
+	require.NoError(t, err)
+
+	profiles, err := agentlab.NewProfileSet(agentlab.Profile{Name: "test", TemplateVMID: 9000})
+	require.NoError(t, err)
+	other, err := agentlab.New(ctx, agentlab.Config{Store: env.Store,
+		Hypervisor: env.Hypervisor, Guest: env.Guest, Profiles: profiles,
+		JobHeartbeatTimeout: 100 * time.Millisecond,
+		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
+	for range 5 {
+		time.Sleep(100 * time.Millisecond)
+		_, err := other.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+		require.NoError(t, err)
+	}
+	close(release)
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
 }
 
 func TestJob_SandboxDestroyedWhileQueued(t *testing.T) {

@@ -446,7 +446,10 @@ func (r *runner) step(ctx context.Context, name string) {
 // run drives a new job from QUEUED to a terminal status.
 func (r *runner) run(ctx context.Context) {
 	rec := r.job.Record()
-	if err := r.provision(ctx, rec); err != nil {
+	stop := r.beatWhileProvisioning(ctx)
+	err := r.provision(ctx, rec)
+	stop()
+	if err != nil {
 		r.abort(ctx, err)
 		return
 	}
@@ -455,6 +458,33 @@ func (r *runner) run(ctx context.Context) {
 		return
 	}
 	r.follow(ctx)
+}
+
+// beatWhileProvisioning keeps the job's heartbeat fresh while its sandbox
+// is created, which can take minutes, so that another Manager sharing the
+// Store does not take the QUEUED job for abandoned. The returned func stops
+// the beat and waits for it.
+func (r *runner) beatWhileProvisioning(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := min(r.m.cfg.JobHeartbeatTimeout/4, r.m.pollEvery())
+		for sleep(ctx, every) == nil {
+			// Straight to the Store: the handle's copy belongs to provision.
+			_, err := r.m.store.UpdateJob(ctx, r.id(), func(j *JobRecord) error {
+				if j.Status.Terminal() {
+					return errJobEnded
+				}
+				j.Heartbeat, j.Runner = r.m.now(), r.m.instance
+				return nil
+			})
+			if err != nil {
+				r.m.log.Debug("job heartbeat", "job_id", r.id(), "err", err)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // provision creates the sandbox bound to the job and marks it RUNNING.
@@ -515,8 +545,47 @@ func (r *runner) abort(ctx context.Context, err error) {
 	case ctx.Err() != nil:
 		return // the Manager is closing; a later Manager re-attaches
 	}
-	r.killGuest(ctx)
+	if why, gone := r.destroyedElsewhere(ctx); gone {
+		r.awaitEnd(ctx, 30*time.Second)
+		status, msg = JobFailed, why
+	} else {
+		r.killGuest(ctx)
+	}
 	r.finish(ctx, status, -1, msg, false)
+}
+
+// awaitEnd waits up to d for another process to record the job's end, so
+// that its reason (an expired lease, a destroy) stands rather than ours.
+func (r *runner) awaitEnd(ctx context.Context, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	defer cancel()
+	for {
+		if rec, err := r.job.Refresh(ctx); err != nil || rec.Status.Terminal() {
+			return
+		}
+		if sleep(ctx, r.m.pollEvery()) != nil {
+			return
+		}
+	}
+}
+
+// destroyedElsewhere reports whether the job's sandbox is being destroyed or
+// is gone, typically by another process sharing the Store: the runner's own
+// guest commands then fail first, and the destroy, not that failure, is the
+// job's reason.
+func (r *runner) destroyedElsewhere(ctx context.Context) (string, bool) {
+	vmid := r.job.Record().VMID
+	if vmid == 0 {
+		return "", false
+	}
+	rec, err := r.m.store.GetSandbox(context.WithoutCancel(ctx), vmid)
+	switch {
+	case errors.Is(err, ErrNotFound), err == nil && rec.State == StateDestroyed:
+		return "sandbox destroyed", true
+	case err == nil && rec.Op == string(OpDestroy):
+		return "sandbox destroyed", true
+	}
+	return "", false
 }
 
 // shellQuote quotes s for a POSIX shell.
@@ -826,8 +895,9 @@ func (r *runner) killGuest(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	d := shellQuote(rec.GuestDir)
-	cmd := "cd && p=$(cat " + d + "/pid 2>/dev/null) && { kill -TERM -- -$p 2>/dev/null; " +
-		"sleep 1; kill -KILL -- -$p 2>/dev/null; }; rm -rf " + d + "/secrets; true"
+	// No "--" before the negative PID: dash's kill builtin rejects it.
+	cmd := "cd && p=$(cat " + d + "/pid 2>/dev/null) && { kill -TERM -$p 2>/dev/null; " +
+		"sleep 1; kill -KILL -$p 2>/dev/null; }; rm -rf " + d + "/secrets; true"
 	if _, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd}); err != nil {
 		r.m.log.Debug("kill job process", "job_id", rec.ID, "err", err)
 	}

@@ -77,7 +77,10 @@ type CreateRequest struct {
 	Labels map[string]string
 
 	// NoWait returns as soon as the VM is started, in state BOOTING; the
-	// Manager finishes the readiness steps in the background.
+	// Manager finishes the readiness steps in the background. A sandbox
+	// still BOOTING when the Manager closes is destroyed, as an interrupted
+	// provisioning is: by Close itself, or by the next reconcile after a
+	// crash.
 	NoWait bool
 
 	// JobID binds the sandbox to a job.

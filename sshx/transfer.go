@@ -90,6 +90,11 @@ func (x *transfer) upload(local, remote string) error {
 		return err
 	}
 	if !fi.IsDir() {
+		if dir := path.Dir(remote); dir != "." && dir != "/" {
+			if err := x.sc.MkdirAll(dir); err != nil {
+				return fmt.Errorf("mkdir %s: %w", dir, err)
+			}
+		}
 		return x.uploadFile(local, remote, fi)
 	}
 	var dirs []dirMode

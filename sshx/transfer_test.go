@@ -103,6 +103,17 @@ func TestTransfer_SingleFile(t *testing.T) {
 	require.Equal(t, fs.FileMode(0o640), fi.Mode().Perm())
 }
 
+func TestUpload_SingleFileCreatesParents(t *testing.T) {
+	e := newEnv(t, nil)
+	src := filepath.Join(t.TempDir(), "f.txt")
+	require.NoError(t, os.WriteFile(src, []byte("nested"), 0o600))
+	ctx := ctxTimeout(t, 10*time.Second)
+	require.NoError(t, e.tr.Upload(ctx, e.ep, src, "new/deeper/f.txt", nil))
+	b, err := os.ReadFile(filepath.Join(e.srv.Dir(), "new/deeper/f.txt"))
+	require.NoError(t, err)
+	require.Equal(t, "nested", string(b))
+}
+
 func TestTransfer_Cancelled(t *testing.T) {
 	e := newEnv(t, nil)
 	src := filepath.Join(t.TempDir(), "f.txt")

@@ -25,8 +25,10 @@
 // Each command runs in its own process group. A "signal" request is delivered
 // to the whole group. When the channel or the connection goes away while the
 // command runs, the group gets SIGHUP and, if it is still alive after a short
-// grace period, SIGKILL. Processes that start their own session (setsid) are
-// not tracked, just like under a real sshd.
+// grace period, SIGKILL. Processes that start their own session (setsid)
+// outlive their connection, as under a real sshd, but not the server: on
+// Linux, Close kills every process whose environment carries the server's
+// SSHTEST_SERVER marker, the way powering off a VM ends all its processes.
 package sshtest
 
 import (
@@ -89,6 +91,7 @@ type Server struct {
 	sshConf *ssh.ServerConfig
 	ctx     context.Context // ends at Close
 	cancel  context.CancelFunc
+	marker  string // SSHTEST_SERVER value in every command's environment
 
 	mu        sync.Mutex
 	authKeys  []ssh.PublicKey
@@ -126,6 +129,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.sshConf = &ssh.ServerConfig{PublicKeyCallback: s.checkKey}
 	s.sshConf.AddHostKey(s.signer)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.marker = rand.Text()
 	return s, nil
 }
 
@@ -366,8 +370,8 @@ func (s *Server) CloseConns() {
 	}
 }
 
-// Close stops listening, drops all connections, kills running commands,
-// waits for every goroutine of the server and removes the temporary Dir
+// Close stops listening, drops all connections, kills running commands
+// (detached ones too, on Linux), waits for every goroutine of the server and removes the temporary Dir
 // (when NewServer created it). A second Close returns nil.
 func (s *Server) Close() error {
 	s.mu.Lock()
@@ -385,6 +389,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	killMarked(s.marker)
 	if s.ownDir {
 		if err := os.RemoveAll(s.dir); err != nil {
 			return fmt.Errorf("remove server dir: %w", err)

@@ -9,8 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,6 +142,31 @@ func TestExec_ConnCloseKillsCommand(t *testing.T) {
 	srv.CloseConns()
 	require.Error(t, sess.Wait())
 	requireDead(t, filepath.Join(srv.Dir(), "sh.pid"))
+}
+
+func TestClose_KillsDetachedProcesses(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("stray processes are found through /proc")
+	}
+	dir := t.TempDir()
+	srv, c := fixture(t, sshtest.Config{Dir: dir})
+	_, _, err := run(t, c, "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > bg.pid", "", nil)
+	require.NoError(t, err)
+	srv.CloseConns()
+	pid := readPID(t, filepath.Join(dir, "bg.pid"))
+	require.NoError(t, syscall.Kill(pid, 0), "a detached process outlives its connection")
+
+	require.NoError(t, srv.Close())
+	requireDead(t, filepath.Join(dir, "bg.pid"))
+}
+
+func readPID(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	return pid
 }
 
 // requireDead waits until the process whose pid is in file no longer exists.

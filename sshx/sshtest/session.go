@@ -241,7 +241,7 @@ func (ss *session) environ() []string {
 	if ss.pty != nil && ss.pty.Term != "" {
 		env = append(env, "TERM="+ss.pty.Term)
 	}
-	return env
+	return append(env, markerVar+"="+srv.marker)
 }
 
 // run executes command ("" = interactive shell), reports its exit and
