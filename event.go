@@ -214,8 +214,7 @@ func (m *Manager) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 // emit stores an event and publishes it. A Store failure is logged, not
 // returned: an event is a record of an outcome the caller already has.
 func (m *Manager) emit(ctx context.Context, ev Event) {
-	ev.Time = m.now()
-	ev.SchemaVersion = EventSchemaVersion
+	m.stamp(&ev)
 	// Publish under the emit lock so that subscribers see increasing IDs.
 	m.emitMu.Lock()
 	defer m.emitMu.Unlock()
@@ -223,4 +222,34 @@ func (m *Manager) emit(ctx context.Context, ev Event) {
 		m.log.Warn("store event", "kind", ev.Kind, "vmid", ev.VMID, "err", err)
 	}
 	m.bus.publish(ev)
+}
+
+// stamp sets the envelope fields the Manager owns.
+func (m *Manager) stamp(ev *Event) {
+	ev.Time = m.now()
+	ev.SchemaVersion = EventSchemaVersion
+}
+
+// commit applies fn to the sandbox record and stores the events fn returns
+// in the same Store transaction, then publishes them: a state change and
+// its events are durable together, in one write.
+func (m *Manager) commit(ctx context.Context, vmid int,
+	fn func(*SandboxRecord) ([]Event, error)) (SandboxRecord, error) {
+	m.emitMu.Lock()
+	defer m.emitMu.Unlock()
+	rec, evs, err := m.store.UpdateSandboxEvents(ctx, vmid,
+		func(r *SandboxRecord) ([]Event, error) {
+			evs, err := fn(r)
+			for i := range evs {
+				m.stamp(&evs[i])
+			}
+			return evs, err
+		})
+	if err != nil {
+		return rec, err
+	}
+	for _, ev := range evs {
+		m.bus.publish(ev)
+	}
+	return rec, nil
 }

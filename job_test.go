@@ -388,7 +388,7 @@ func TestJob_HeartbeatWhileProvisioning(t *testing.T) {
 	other, err := agentlab.New(ctx, agentlab.Config{Store: env.Store,
 		Hypervisor: env.Hypervisor, Guest: env.Guest, Profiles: profiles,
 		JobHeartbeatTimeout: 100 * time.Millisecond,
-		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1})
+		ReapInterval:        -1, IdleInterval: -1, ReconcileInterval: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = other.Close(context.Background()) })
 	for range 5 {

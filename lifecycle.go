@@ -13,6 +13,7 @@ import (
 type opResult struct {
 	to     State
 	mutate func(*SandboxRecord)
+	events []Event // stored with the final transition, before the done event
 }
 
 // opSpec describes one lifecycle operation for run.
@@ -52,20 +53,18 @@ func (s *Sandbox) run(ctx context.Context, spec opSpec) (SandboxRecord, error) {
 		}
 		return s.Record(), wrapOp(spec, s.vmid, err)
 	}
+	done := res.events
+	if spec.done != "" {
+		done = append(done, Event{Kind: spec.done, VMID: s.vmid,
+			Data: map[string]any{"duration_ms": dur}})
+	}
 	rec, err = m.transition(ctx, s, res.to, func(r *SandboxRecord) {
 		r.Op, r.OpStarted, r.LastError = "", time.Time{}, ""
 		if res.mutate != nil {
 			res.mutate(r)
 		}
-	})
-	if err != nil {
-		return rec, wrapOp(spec, s.vmid, err)
-	}
-	if spec.done != "" {
-		m.emit(ctx, Event{Kind: spec.done, VMID: s.vmid,
-			Data: map[string]any{"duration_ms": dur}})
-	}
-	return rec, nil
+	}, done...)
+	return rec, wrapOp(spec, s.vmid, err)
 }
 
 func wrapOp(spec opSpec, vmid int, err error) error {
@@ -195,10 +194,11 @@ func (s *Sandbox) startStep(ctx context.Context, _ SandboxRecord) (opResult, err
 	if err := m.hv.Start(ctx, s.vmid); err != nil {
 		return opResult{}, err
 	}
-	if err := m.awaitGuest(ctx, s); err != nil {
+	ready, err := m.awaitGuest(ctx, s)
+	if err != nil {
 		return opResult{}, err
 	}
-	return opResult{to: StateRunning, mutate: m.touch}, nil
+	return opResult{to: StateRunning, mutate: m.touch, events: ready}, nil
 }
 
 // touch records activity now.
@@ -243,18 +243,17 @@ func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
 			s.vmid, ErrInvalidArgument, ttl)
 	}
 	expires := s.m.now().Add(ttl)
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
 		if err := checkOp(OpRenewLease, r.VMID, r.State); err != nil {
-			return err
+			return nil, err
 		}
 		r.LeaseExpires = expires
-		return nil
+		return []Event{{Kind: EventLeaseRenewed, VMID: s.vmid,
+			Data: map[string]any{"expires_at": expires.UTC().Format(time.RFC3339Nano)}}}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("renew lease of sandbox %d: %w", s.vmid, err)
 	}
 	s.set(rec)
-	s.m.emit(ctx, Event{Kind: EventLeaseRenewed, VMID: s.vmid,
-		Data: map[string]any{"expires_at": expires.UTC().Format(time.RFC3339Nano)}})
 	return nil
 }

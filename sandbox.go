@@ -311,18 +311,19 @@ func (m *Manager) provisionSpec(rec SandboxRecord, p *Profile) ProvisionSpec {
 // finishReady waits for the guest, takes the clean snapshot and moves the
 // sandbox to RUNNING.
 func (m *Manager) finishReady(ctx context.Context, s *Sandbox, p *Profile, start time.Time) error {
-	if err := m.awaitGuest(ctx, s); err != nil {
+	sshReady, err := m.awaitGuest(ctx, s)
+	if err != nil {
 		return err
 	}
-	if _, err := m.transition(ctx, s, StateReady, nil); err != nil {
+	ready := Event{Kind: EventSandboxReady, VMID: s.vmid,
+		Data: map[string]any{"duration_ms": m.now().Sub(start).Milliseconds()}}
+	if _, err := m.transition(ctx, s, StateReady, nil, append(sshReady, ready)...); err != nil {
 		return err
 	}
-	m.emit(ctx, Event{Kind: EventSandboxReady, VMID: s.vmid,
-		Data: map[string]any{"duration_ms": m.now().Sub(start).Milliseconds()}})
 	if p.WantsCleanSnapshot() {
 		m.takeClean(ctx, s)
 	}
-	_, err := m.transition(ctx, s, StateRunning, func(r *SandboxRecord) {
+	_, err = m.transition(ctx, s, StateRunning, func(r *SandboxRecord) {
 		r.Op, r.OpStarted, r.LastActivity = "", time.Time{}, m.now()
 	})
 	return err
@@ -395,8 +396,9 @@ func (m *Manager) recordError(ctx context.Context, s *Sandbox, to State, cause e
 }
 
 // awaitGuest waits for the guest's address (and host key) from the
-// hypervisor, then for SSH when a Guest is configured.
-func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
+// hypervisor, then for SSH when a Guest is configured. It returns the
+// sandbox.slo.ssh_ready event for the caller to store with the next state.
+func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) ([]Event, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
 	info, err := m.guestInfo(ctx, s.vmid)
@@ -404,7 +406,7 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w after %v: %w", ErrTimeout, m.cfg.ReadyTimeout, err)
 		}
-		return fmt.Errorf("wait for guest address: %w", err)
+		return nil, fmt.Errorf("wait for guest address: %w", err)
 	}
 	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
 		r.IP = info.IP
@@ -414,7 +416,7 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.set(rec)
 	return m.awaitSSH(ctx, s)
@@ -475,9 +477,9 @@ func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflict
 	return nil
 }
 
-func (m *Manager) awaitSSH(ctx context.Context, s *Sandbox) error {
+func (m *Manager) awaitSSH(ctx context.Context, s *Sandbox) ([]Event, error) {
 	if m.guest == nil {
-		return nil
+		return nil, nil
 	}
 	start := m.now()
 	err := m.guest.WaitReady(ctx, m.endpoint(s.Record()))
@@ -487,10 +489,9 @@ func (m *Manager) awaitSSH(ctx context.Context, s *Sandbox) error {
 		data["error"] = err.Error()
 		m.emit(ctx, Event{Kind: EventSandboxSSHFailed, VMID: s.vmid, Message: err.Error(),
 			Data: data})
-		return fmt.Errorf("wait for ssh: %w", err)
+		return nil, fmt.Errorf("wait for ssh: %w", err)
 	}
-	m.emit(ctx, Event{Kind: EventSandboxSSHReady, VMID: s.vmid, Data: data})
-	return nil
+	return []Event{{Kind: EventSandboxSSHReady, VMID: s.vmid, Data: data}}, nil
 }
 
 // endpoint builds the Guest endpoint of a record; a host key learned on
@@ -514,21 +515,27 @@ func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
 }
 
 // transition moves the sandbox to state "to" by compare-and-set, applying
-// mutate in the same update, and emits sandbox.state when the state changed.
+// mutate in the same update. The sandbox.state event (when the state
+// changed) and the extra events are stored in the same transaction.
 func (m *Manager) transition(ctx context.Context, s *Sandbox, to State,
-	mutate func(*SandboxRecord)) (SandboxRecord, error) {
+	mutate func(*SandboxRecord), extra ...Event) (SandboxRecord, error) {
 	var from State
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
 		from = r.State
 		if !CanTransition(r.State, to) {
-			return fmt.Errorf("%w: sandbox %d cannot move from %s to %s", ErrInvalidState,
-				r.VMID, r.State, to)
+			return nil, fmt.Errorf("%w: sandbox %d cannot move from %s to %s",
+				ErrInvalidState, r.VMID, r.State, to)
 		}
 		r.State = to
 		if mutate != nil {
 			mutate(r)
 		}
-		return nil
+		var evs []Event
+		if from != to {
+			evs = append(evs, Event{Kind: EventSandboxState, VMID: r.VMID, JobID: r.JobID,
+				Data: map[string]any{"from_state": string(from), "to_state": string(to)}})
+		}
+		return append(evs, extra...), nil
 	})
 	if err != nil {
 		return SandboxRecord{}, err
@@ -536,8 +543,6 @@ func (m *Manager) transition(ctx context.Context, s *Sandbox, to State,
 	s.set(rec)
 	if from != to {
 		m.log.Debug("sandbox state", "vmid", s.vmid, "from", from, "to", to)
-		m.emit(ctx, Event{Kind: EventSandboxState, VMID: s.vmid, JobID: rec.JobID,
-			Data: map[string]any{"from_state": string(from), "to_state": string(to)}})
 	}
 	return rec, nil
 }

@@ -169,13 +169,14 @@ func (s *Sandbox) restore(ctx context.Context, rec SandboxRecord, name string,
 	if want == PowerStopped {
 		return opResult{to: StateStopped, mutate: func(r *SandboxRecord) { r.IP = "" }}, nil
 	}
-	if err := m.awaitGuest(ctx, s); err != nil {
+	ready, err := m.awaitGuest(ctx, s)
+	if err != nil {
 		return opResult{}, err
 	}
 	if want == PowerPaused {
-		return opResult{to: StateSuspended}, m.hv.Suspend(ctx, s.vmid)
+		return opResult{to: StateSuspended, events: ready}, m.hv.Suspend(ctx, s.vmid)
 	}
-	return opResult{to: rec.State, mutate: m.touch}, nil
+	return opResult{to: rec.State, mutate: m.touch, events: ready}, nil
 }
 
 // wantPower is the power state a restore returns to.

@@ -128,6 +128,19 @@ type Store interface {
 	UpdateSandbox(ctx context.Context, vmid int,
 		fn func(*SandboxRecord) error) (SandboxRecord, error)
 
+	// UpdateSandboxEvents applies fn to the current record of vmid atomically, like
+	// UpdateSandbox, and appends the events fn returns in the same transaction, setting
+	// their IDs (each greater than every ID stored before). When fn or the write fails,
+	// neither the record nor the events are stored. fn may run more than once.
+	//
+	// The events are stored as AppendEvent stores them (Time and
+	// SchemaVersion defaulted when zero) and returned in fn's order with
+	// their IDs, Time and SchemaVersion set. An error from fn is returned as
+	// is; an invalid event (an empty Kind, say) fails the whole update with
+	// an error matching [ErrInvalidArgument].
+	UpdateSandboxEvents(ctx context.Context, vmid int,
+		fn func(*SandboxRecord) ([]Event, error)) (SandboxRecord, []Event, error)
+
 	// CreateJob inserts rec; the ID must be unique.
 	CreateJob(ctx context.Context, rec *JobRecord) error
 

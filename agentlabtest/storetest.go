@@ -19,8 +19,8 @@ import (
 // The suite checks the interface contract only: round trips of every
 // field (times compared with Equal, nil and empty maps and slices treated
 // alike), conflicts among live sandboxes and reuse after DESTROYED,
-// atomic updates under contention, the error sentinels, the filters,
-// event IDs and Summary.
+// atomic updates under contention, updates with events stored together or
+// not at all, the error sentinels, the filters, event IDs and Summary.
 func RunStoreTests(t *testing.T, newStore func(t *testing.T) agentlab.Store) {
 	t.Helper()
 	open := func(t *testing.T) agentlab.Store {
@@ -63,6 +63,9 @@ var storeTests = []storeTest{
 	{"EventIDs", testEventIDs},
 	{"EventFilters", testEventFilters},
 	{"EventConcurrentAppend", testEventConcurrent},
+	{"SandboxUpdateEvents", testUpdateEvents},
+	{"SandboxUpdateEventsFailures", testUpdateEventsFailures},
+	{"SandboxUpdateEventsConcurrent", testUpdateEventsConcurrent},
 	{"Summary", testSummary},
 	{"Closed", testClosed},
 }

@@ -202,10 +202,15 @@ func testClosed(t *testing.T, s agentlab.Store) {
 			return err
 		},
 		"UpdateSandbox": func() error { _, err := s.UpdateSandbox(ctx, 3000, noopS); return err },
-		"CreateJob":     func() error { return s.CreateJob(ctx, &agentlab.JobRecord{ID: "job_c"}) },
-		"GetJob":        func() error { _, err := s.GetJob(ctx, "job_c"); return err },
-		"ListJobs":      func() error { _, err := s.ListJobs(ctx, agentlab.JobFilter{}); return err },
-		"UpdateJob":     func() error { _, err := s.UpdateJob(ctx, "job_c", noopJ); return err },
+		"UpdateSandboxEvents": func() error {
+			_, _, err := s.UpdateSandboxEvents(ctx, 3000,
+				func(*agentlab.SandboxRecord) ([]agentlab.Event, error) { return nil, nil })
+			return err
+		},
+		"CreateJob": func() error { return s.CreateJob(ctx, &agentlab.JobRecord{ID: "job_c"}) },
+		"GetJob":    func() error { _, err := s.GetJob(ctx, "job_c"); return err },
+		"ListJobs":  func() error { _, err := s.ListJobs(ctx, agentlab.JobFilter{}); return err },
+		"UpdateJob": func() error { _, err := s.UpdateJob(ctx, "job_c", noopJ); return err },
 		"AppendEvent": func() error {
 			return s.AppendEvent(ctx, &agentlab.Event{Kind: agentlab.EventJobLog})
 		},

@@ -167,3 +167,81 @@ func BenchmarkListEvents1M(b *testing.B) {
 		})
 	}
 }
+
+// flipState returns an update function that moves a sandbox between READY
+// and RUNNING and sets or clears Op, as a lifecycle step does: it changes
+// indexed columns.
+func flipState() func(*agentlab.SandboxRecord) error {
+	return func(r *agentlab.SandboxRecord) error {
+		if r.State == agentlab.StateRunning {
+			r.State, r.Op, r.OpStarted = agentlab.StateReady, "", time.Time{}
+		} else {
+			r.State, r.Op, r.OpStarted = agentlab.StateRunning, "resume", time.Now()
+		}
+		return nil
+	}
+}
+
+func BenchmarkUpdateSandboxState(b *testing.B) {
+	s := benchStore(b)
+	fill10k(b, s, time.Now())
+	flip := flipState()
+	for b.Loop() {
+		if _, err := s.UpdateSandbox(context.Background(), 5003, flip); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUpdateThenAppend is a state change and its event written as two
+// transactions, the way to compare with BenchmarkUpdateSandboxEvents.
+func BenchmarkUpdateThenAppend(b *testing.B) {
+	s := benchStore(b)
+	fill10k(b, s, time.Now())
+	flip := flipState()
+	for b.Loop() {
+		if _, err := s.UpdateSandbox(context.Background(), 5003, flip); err != nil {
+			b.Fatal(err)
+		}
+		ev := agentlab.Event{Kind: agentlab.EventSandboxState, VMID: 5003,
+			Data: map[string]any{"from_state": "READY", "to_state": "RUNNING"}}
+		if err := s.AppendEvent(context.Background(), &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUpdateJob(b *testing.B) {
+	s := benchStore(b)
+	ctx := context.Background()
+	for i := range 1000 {
+		job := agentlab.JobRecord{ID: fmt.Sprintf("job_%04d", i), Status: agentlab.JobRunning,
+			Env: map[string]string{"A": "1"}, Artifacts: []string{"out.txt"}}
+		if err := s.CreateJob(ctx, &job); err != nil {
+			b.Fatal(err)
+		}
+	}
+	beat := func(r *agentlab.JobRecord) error { r.Heartbeat = time.Now(); return nil }
+	for b.Loop() {
+		if _, err := s.UpdateJob(ctx, "job_0500", beat); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUpdateSandboxEvents is BenchmarkUpdateThenAppend in one
+// transaction.
+func BenchmarkUpdateSandboxEvents(b *testing.B) {
+	s := benchStore(b)
+	fill10k(b, s, time.Now())
+	flip := flipState()
+	fn := func(r *agentlab.SandboxRecord) ([]agentlab.Event, error) {
+		return []agentlab.Event{{Kind: agentlab.EventSandboxState, VMID: 5003,
+			Data: map[string]any{"from_state": "READY", "to_state": "RUNNING"}}}, flip(r)
+	}
+	for b.Loop() {
+		if _, _, err := s.UpdateSandboxEvents(context.Background(), 5003, fn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

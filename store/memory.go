@@ -214,30 +214,50 @@ func matchSandbox(f *agentlab.SandboxFilter, r *agentlab.SandboxRecord) bool {
 // [SQLite.UpdateSandbox]. fn runs under the store's mutex exactly once.
 func (m *Memory) UpdateSandbox(ctx context.Context, vmid int,
 	fn func(*agentlab.SandboxRecord) error) (agentlab.SandboxRecord, error) {
-	out, err := m.updateSandbox(ctx, vmid, fn)
-	return out, unwrapFn(err, fmt.Sprintf("update sandbox %d", vmid))
+	out, _, err := m.UpdateSandboxEvents(ctx, vmid, noEvents(fn))
+	return out, err
 }
 
-// updateSandbox does UpdateSandbox under the mutex.
+// UpdateSandboxEvents applies fn atomically and appends its events, with
+// the contract of [SQLite.UpdateSandboxEvents]. fn runs under the store's
+// mutex exactly once.
+func (m *Memory) UpdateSandboxEvents(ctx context.Context, vmid int,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (
+	agentlab.SandboxRecord, []agentlab.Event, error) {
+	out, evs, err := m.updateSandbox(ctx, vmid, fn)
+	if err != nil {
+		return out, nil, unwrapFn(err, fmt.Sprintf("update sandbox %d", vmid))
+	}
+	return out, evs, nil
+}
+
+// updateSandbox does UpdateSandboxEvents under the mutex.
 func (m *Memory) updateSandbox(ctx context.Context, vmid int,
-	fn func(*agentlab.SandboxRecord) error) (agentlab.SandboxRecord, error) {
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (
+	agentlab.SandboxRecord, []agentlab.Event, error) {
 	if err := m.lock(ctx); err != nil {
-		return agentlab.SandboxRecord{}, err
+		return agentlab.SandboxRecord{}, nil, err
 	}
 	defer m.mu.Unlock()
 	i := m.pick(m.vmidRows[vmid])
 	if i < 0 {
-		return agentlab.SandboxRecord{}, agentlab.ErrNotFound
+		return agentlab.SandboxRecord{}, nil, agentlab.ErrNotFound
 	}
-	next, err := applySandbox(m.sandboxes[i], fn, m.now())
+	now := m.now()
+	next, evs, err := applySandbox(m.sandboxes[i], fn, now)
 	if err != nil {
-		return agentlab.SandboxRecord{}, err
+		return agentlab.SandboxRecord{}, nil, err
 	}
 	if err := m.conflict(&next, i); err != nil {
-		return agentlab.SandboxRecord{}, err
+		return agentlab.SandboxRecord{}, nil, err
+	}
+	evs, stored, err := memEvents(evs, now)
+	if err != nil {
+		return agentlab.SandboxRecord{}, nil, err
 	}
 	m.sandboxes[i] = next.Clone()
-	return next, nil
+	m.storeEvents(evs, stored)
+	return next, evs, nil
 }
 
 // CreateJob inserts rec, with the contract of [SQLite.CreateJob].
@@ -346,29 +366,49 @@ func (m *Memory) AppendEvent(ctx context.Context, ev *agentlab.Event) error {
 	return nil
 }
 
-// appendEvent does AppendEvent under the mutex; the stored data goes through JSON.
+// appendEvent does AppendEvent under the mutex.
 func (m *Memory) appendEvent(ctx context.Context, ev *agentlab.Event) error {
 	if err := m.lock(ctx); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
-	next := *ev
-	data, err := prepareEvent(&next, m.now())
+	evs, stored, err := memEvents([]agentlab.Event{*ev}, m.now())
 	if err != nil {
 		return err
 	}
-	stored := next
-	stored.Time, stored.Data = normTime(next.Time), nil
-	if data != nil {
-		if err := json.Unmarshal([]byte(data.(string)), &stored.Data); err != nil {
-			return fmt.Errorf("decode json: %w", err)
+	m.storeEvents(evs, stored)
+	ev.ID, ev.Time, ev.SchemaVersion = evs[0].ID, evs[0].Time, evs[0].SchemaVersion
+	return nil
+}
+
+// memEvents prepares evs as [prepareEvents] does and returns them with the
+// copies to store: times in UTC, data through JSON.
+func memEvents(evs []agentlab.Event, now time.Time) (out, stored []agentlab.Event, err error) {
+	out, data, err := prepareEvents(evs, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	stored = slices.Clone(out)
+	for i := range stored {
+		stored[i].Time, stored[i].Data = normTime(out[i].Time), nil
+		if data[i] == nil {
+			continue
+		}
+		if err := json.Unmarshal([]byte(data[i].(string)), &stored[i].Data); err != nil {
+			return nil, nil, fmt.Errorf("decode json: %w", err)
 		}
 	}
-	m.lastEvent++
-	stored.ID = m.lastEvent
-	m.events = append(m.events, stored)
-	ev.ID, ev.Time, ev.SchemaVersion = stored.ID, next.Time, next.SchemaVersion
-	return nil
+	return out, stored, nil
+}
+
+// storeEvents gives evs and stored, its copies to store, the next IDs and
+// appends stored. The caller holds the mutex.
+func (m *Memory) storeEvents(evs, stored []agentlab.Event) {
+	for i := range stored {
+		m.lastEvent++
+		stored[i].ID, evs[i].ID = m.lastEvent, m.lastEvent
+	}
+	m.events = append(m.events, stored...)
 }
 
 // ListEvents returns copies of the events f selects, with the contract of

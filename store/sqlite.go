@@ -30,6 +30,7 @@ var (
 type SQLite struct {
 	w      *sql.DB // one connection: every write transaction
 	r      *sql.DB // bounded read-only pool
+	stmts  *writeStmts
 	path   string
 	opts   Options
 	log    *slog.Logger
@@ -77,8 +78,13 @@ func (s *SQLite) openPools(ctx context.Context) error {
 		_ = w.Close()
 		return err
 	}
+	if s.stmts, err = prepareWriteStmts(ctx, w); err != nil {
+		_ = w.Close()
+		return err
+	}
 	r, err := sql.Open("sqlite3", s.dsn(true))
 	if err != nil {
+		_ = s.stmts.close()
 		_ = w.Close()
 		return err
 	}
@@ -170,13 +176,14 @@ func (s *SQLite) Checkpoint(ctx context.Context) error {
 // Path returns the absolute path of the database file.
 func (s *SQLite) Path() string { return s.path }
 
-// Close closes both connection pools. Calls after Close, Close included,
-// return an error matching [agentlab.ErrClosed].
+// Close closes the prepared statements and both connection pools. Calls
+// after Close, Close included, return an error matching
+// [agentlab.ErrClosed].
 func (s *SQLite) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("close store: %w", agentlab.ErrClosed)
 	}
-	err := errors.Join(s.r.Close(), s.w.Close())
+	err := errors.Join(s.stmts.close(), s.r.Close(), s.w.Close())
 	if err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentlab-sdk/agentlab"
 )
@@ -18,27 +19,61 @@ const eventCols = `id, ts, kind, vmid, job_id, msg, data, schema_version`
 // ev.SchemaVersion to [agentlab.EventSchemaVersion] when zero. ev.Data is
 // stored as JSON, so it must marshal, and numbers come back as float64.
 func (s *SQLite) AppendEvent(ctx context.Context, ev *agentlab.Event) error {
-	next := *ev
-	data, err := prepareEvent(&next, s.opts.Now())
+	next := []agentlab.Event{*ev}
+	data, err := prepareEvent(&next[0], s.opts.Now())
 	if err != nil {
 		return fmt.Errorf("append event %s: %w", ev.Kind, err)
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO events
-			(ts, kind, vmid, job_id, msg, data, schema_version)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			encTime(next.Time), next.Kind, next.VMID, next.JobID, next.Message, data,
-			next.SchemaVersion)
-		if err != nil {
-			return err
-		}
-		next.ID, err = res.LastInsertId()
-		return err
+		return s.insertEvents(ctx, tx, next, []any{data})
 	})
 	if err != nil {
 		return fmt.Errorf("append event %s: %w", ev.Kind, err)
 	}
-	ev.ID, ev.Time, ev.SchemaVersion = next.ID, next.Time, next.SchemaVersion
+	ev.ID, ev.Time, ev.SchemaVersion = next[0].ID, next[0].Time, next[0].SchemaVersion
+	return nil
+}
+
+// prepareEvents returns copies of evs with their defaults filled as
+// AppendEvent fills them, and their data as JSON, or the first invalid
+// event's error (naming its index when there are several). Data maps are
+// shared with evs.
+func prepareEvents(evs []agentlab.Event, now time.Time) ([]agentlab.Event, []any, error) {
+	if len(evs) == 0 {
+		return nil, nil, nil
+	}
+	out := slices.Clone(evs)
+	data := make([]any, len(out))
+	for i := range out {
+		var err error
+		if data[i], err = prepareEvent(&out[i], now); err != nil && len(out) > 1 {
+			return nil, nil, fmt.Errorf("event %d (%s): %w", i, out[i].Kind, err)
+		} else if err != nil {
+			return nil, nil, err
+		}
+	}
+	return out, data, nil
+}
+
+// insertEvents inserts evs, whose data as JSON is data, in tx and sets
+// their IDs.
+func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, evs []agentlab.Event,
+	data []any) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	st := tx.StmtContext(ctx, s.stmts.insEvent)
+	for i := range evs {
+		ev := &evs[i]
+		res, err := st.ExecContext(ctx, encTime(ev.Time), ev.Kind, ev.VMID, ev.JobID,
+			ev.Message, data[i], ev.SchemaVersion)
+		if err != nil {
+			return err
+		}
+		if ev.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

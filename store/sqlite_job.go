@@ -159,29 +159,53 @@ func jobWhere(f agentlab.JobFilter) (string, []any) {
 
 // UpdateJob applies fn to a copy of the job and stores the result with
 // Version+1 and UpdatedAt set, in one IMMEDIATE transaction, like
-// [SQLite.UpdateSandbox]. Changing ID fails with
-// [agentlab.ErrInvalidArgument]; an error from fn is returned unchanged.
+// [SQLite.UpdateSandbox]: only the changed columns are written. Changing ID
+// fails with [agentlab.ErrInvalidArgument]; an error from fn is returned
+// unchanged.
 func (s *SQLite) UpdateJob(ctx context.Context, id string,
 	fn func(*agentlab.JobRecord) error) (agentlab.JobRecord, error) {
-	var out agentlab.JobRecord
+	var (
+		out  agentlab.JobRecord
+		miss bool
+		mask uint64
+	)
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		row := tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id)
-		cur, err := scanJob(row)
+		cur, err := scanJob(tx.StmtContext(ctx, s.stmts.selJob).QueryRowContext(ctx, id))
 		if err != nil {
 			return err
 		}
 		if out, err = applyJob(cur, fn, s.opts.Now()); err != nil {
 			return err
 		}
-		args, err := jobArgs(&out)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE jobs SET (`+jobCols+`) = (`+
-			placeholders(len(args))+`) WHERE id = ?`, append(args, id)...)
+		mask, miss, err = s.updateJobRow(ctx, tx, &cur, &out)
 		return err
 	})
-	return out, unwrapFn(err, "update job "+id)
+	if err != nil {
+		return agentlab.JobRecord{}, unwrapFn(err, "update job "+id)
+	}
+	if miss {
+		s.stmts.updJob.prepare(ctx, s.w, mask)
+	}
+	return out, nil
+}
+
+// updateJobRow writes the columns of job cur.ID that differ between cur
+// and next. It returns the set of columns and whether its statement was
+// not prepared yet.
+func (s *SQLite) updateJobRow(ctx context.Context, tx *sql.Tx,
+	cur, next *agentlab.JobRecord) (mask uint64, miss bool, err error) {
+	old, err := jobArgs(cur)
+	if err != nil {
+		return 0, false, err
+	}
+	vals, err := jobArgs(next)
+	if err != nil {
+		return 0, false, err
+	}
+	u := s.stmts.updJob
+	mask = u.diff(old, vals)
+	miss, err = u.exec(ctx, tx, mask, vals, cur.ID)
+	return mask, miss, err
 }
 
 // applyJob runs fn on a copy of cur and returns the record to store.

@@ -226,57 +226,106 @@ func placeholders(n int) string {
 }
 
 // UpdateSandbox applies fn to a copy of the sandbox GetSandbox would return
-// and stores the result with Version+1 and UpdatedAt set, all in one
-// IMMEDIATE transaction, so no concurrent update (from any process) is
-// lost. fn may run more than once (after SQLITE_BUSY) and must not call the
-// store. An error from fn aborts the update and is returned unchanged.
-// Changing VMID fails with [agentlab.ErrInvalidArgument]; taking a live
-// name fails with [agentlab.ErrAlreadyExists].
+// and stores the result with Version+1 and UpdatedAt set, like
+// [SQLite.UpdateSandboxEvents] with no events.
 func (s *SQLite) UpdateSandbox(ctx context.Context, vmid int,
 	fn func(*agentlab.SandboxRecord) error) (agentlab.SandboxRecord, error) {
-	var out agentlab.SandboxRecord
+	out, _, err := s.UpdateSandboxEvents(ctx, vmid, noEvents(fn))
+	return out, err
+}
+
+// noEvents adapts an update function that returns no events.
+func noEvents(fn func(*agentlab.SandboxRecord) error) func(
+	*agentlab.SandboxRecord) ([]agentlab.Event, error) {
+	return func(r *agentlab.SandboxRecord) ([]agentlab.Event, error) { return nil, fn(r) }
+}
+
+// UpdateSandboxEvents applies fn to a copy of the sandbox GetSandbox would
+// return, stores the result with Version+1 and UpdatedAt set, and appends
+// the events fn returns as AppendEvent does, all in one IMMEDIATE
+// transaction, so no concurrent update (from any process) is lost and the
+// record and its events are stored together or not at all. fn may run
+// more than once (after SQLITE_BUSY) and must not call the store. An error
+// from fn aborts the update and is returned unchanged. Changing VMID or an
+// invalid event fails with [agentlab.ErrInvalidArgument]; taking a live
+// name fails with [agentlab.ErrAlreadyExists]. The events come back in
+// fn's order with ID, Time and SchemaVersion set.
+//
+// Only the columns that changed are written, with prepared statements.
+func (s *SQLite) UpdateSandboxEvents(ctx context.Context, vmid int,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (
+	agentlab.SandboxRecord, []agentlab.Event, error) {
+	var (
+		out  agentlab.SandboxRecord
+		evs  []agentlab.Event
+		miss bool
+		mask uint64
+	)
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		row := tx.QueryRowContext(ctx, `SELECT id, `+sandboxCols+
-			` FROM sandboxes WHERE vmid = ?`+sandboxPick, vmid)
+		row := tx.StmtContext(ctx, s.stmts.selSandbox).QueryRowContext(ctx, vmid)
 		cur, id, err := scanSandbox(row)
 		if err != nil {
 			return err
 		}
-		out, err = applySandbox(cur, fn, s.opts.Now())
-		if err != nil {
+		now := s.opts.Now()
+		var data []any
+		if out, evs, err = applySandbox(cur, fn, now); err != nil {
 			return err
 		}
-		return updateSandboxRow(ctx, tx, id, &out)
+		if evs, data, err = prepareEvents(evs, now); err != nil {
+			return err
+		}
+		if mask, miss, err = s.updateSandboxRow(ctx, tx, id, &cur, &out); err != nil {
+			return err
+		}
+		return s.insertEvents(ctx, tx, evs, data)
 	})
-	return out, unwrapFn(err, fmt.Sprintf("update sandbox %d", vmid))
+	if err != nil {
+		return agentlab.SandboxRecord{}, nil, unwrapFn(err, fmt.Sprintf("update sandbox %d", vmid))
+	}
+	if miss {
+		s.stmts.updSandbox.prepare(ctx, s.w, mask)
+	}
+	return out, evs, nil
 }
 
-// applySandbox runs fn on a copy of cur and returns the record to store.
-func applySandbox(cur agentlab.SandboxRecord, fn func(*agentlab.SandboxRecord) error,
-	now time.Time) (agentlab.SandboxRecord, error) {
+// applySandbox runs fn on a copy of cur and returns the record to store
+// and fn's events.
+func applySandbox(cur agentlab.SandboxRecord,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error),
+	now time.Time) (agentlab.SandboxRecord, []agentlab.Event, error) {
 	next := cur.Clone()
-	if err := fn(&next); err != nil {
-		return next, &fnError{err}
+	evs, err := fn(&next)
+	if err != nil {
+		return next, nil, &fnError{err}
 	}
 	if next.VMID != cur.VMID {
-		return next, fmt.Errorf("change vmid to %d: %w", next.VMID, agentlab.ErrInvalidArgument)
+		return next, nil, fmt.Errorf("change vmid to %d: %w", next.VMID,
+			agentlab.ErrInvalidArgument)
 	}
 	if err := checkSandbox(&next); err != nil {
-		return next, err
+		return next, nil, err
 	}
 	next.Version, next.UpdatedAt = cur.Version+1, now
 	normSandbox(&next)
-	return next, nil
+	return next, evs, nil
 }
 
-// updateSandboxRow overwrites row id with rec.
-func updateSandboxRow(ctx context.Context, tx *sql.Tx, id int64,
-	rec *agentlab.SandboxRecord) error {
-	args, err := sandboxArgs(rec)
+// updateSandboxRow writes the columns of row id that differ between cur
+// and next. It returns the set of columns and whether its statement was
+// not prepared yet.
+func (s *SQLite) updateSandboxRow(ctx context.Context, tx *sql.Tx, id int64,
+	cur, next *agentlab.SandboxRecord) (mask uint64, miss bool, err error) {
+	old, err := sandboxArgs(cur)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET (`+sandboxCols+`) = (`+
-		placeholders(len(args))+`) WHERE id = ?`, append(args, id)...)
-	return err
+	vals, err := sandboxArgs(next)
+	if err != nil {
+		return 0, false, err
+	}
+	u := s.stmts.updSandbox
+	mask = u.diff(old, vals)
+	miss, err = u.exec(ctx, tx, mask, vals, id)
+	return mask, miss, err
 }
