@@ -21,6 +21,7 @@ const (
 	DefaultRetryMin         = 250 * time.Millisecond
 	DefaultRetryMax         = 5 * time.Second
 	DefaultRetryTimeout     = 2 * time.Minute
+	DefaultCacheTTL         = time.Minute
 )
 
 // redacted replaces secrets wherever a Config is printed or logged.
@@ -106,6 +107,19 @@ type Config struct {
 	// transient errors before it gives up with ErrBusy; zero means
 	// DefaultRetryTimeout.
 	RetryTimeout time.Duration
+
+	// CacheTTL is how long Provision reuses what it read about a template
+	// (its node and config), the cluster's storage list and whether the
+	// datacenter firewall is on, instead of reading them on every call. A
+	// failed Provision drops what it used. Zero means DefaultCacheTTL; a
+	// negative value reads everything afresh on every call.
+	//
+	// The clone itself always copies the template as it is; the cached
+	// config only decides the net0 sub-keys kept from the template (VLAN tag,
+	// MTU, ...), whether the agent is turned on, whether the root disk is
+	// grown, and placement. A change to the template, or to the datacenter
+	// firewall, is therefore seen within CacheTTL.
+	CacheTTL time.Duration
 }
 
 // String describes the Config with TokenSecret redacted.
@@ -163,6 +177,9 @@ func (c Config) withDefaults() Config {
 	c.RetryMax = max(c.RetryMax, c.RetryMin)
 	if c.RetryTimeout <= 0 {
 		c.RetryTimeout = DefaultRetryTimeout
+	}
+	if c.CacheTTL == 0 {
+		c.CacheTTL = DefaultCacheTTL
 	}
 	return c
 }

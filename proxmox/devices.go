@@ -27,7 +27,7 @@ var netAllKeys = append([]string{"model", "macaddr", "bridge", "firewall", "host
 	netKeys...)
 
 // net0 builds the net0 value: the policy's model (virtio by default) with
-// the clone's MAC, the bridge (policy, Config.Bridge, the template's, then
+// cur's MAC if it has one, the bridge (policy, Config.Bridge, the template's, then
 // vmbr0), firewall=1 and the template's VLAN and link settings.
 func (h *Hypervisor) net0(p agentlab.NetworkPolicy, cur string) string {
 	kv := propMap(cur)
@@ -54,6 +54,19 @@ func (h *Hypervisor) net0(p agentlab.NetworkPolicy, cur string) string {
 		}
 	}
 	return b.String()
+}
+
+// withoutMAC drops the MAC from a net property string: "macaddr=..." and
+// the "<model>=<mac>" shorthand (the model is rewritten by net0 anyway).
+func withoutMAC(net string) string {
+	var keep []string
+	for _, part := range strings.Split(net, ",") {
+		k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+		if k != "" && k != "macaddr" && slices.Contains(netAllKeys, k) {
+			keep = append(keep, part)
+		}
+	}
+	return strings.Join(keep, ",")
 }
 
 // propMap parses a PVE property string ("virtio=AA:..,bridge=vmbr0").

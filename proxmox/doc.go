@@ -71,7 +71,8 @@
 //   - a security group, when named, as a group rule after these.
 //
 // PVE filters nothing while the datacenter firewall is off; Provision then
-// returns a warning in VM.Warnings.
+// returns a warning in VM.Warnings. Whether it is on is cached for
+// Config.CacheTTL, like the template's config and the storage list.
 //
 // # Errors and retries
 //

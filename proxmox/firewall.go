@@ -56,14 +56,50 @@ func planFirewall(p agentlab.NetworkPolicy) fwPlan {
 	return plan
 }
 
+// firewallOnClone applies plan to a VM just cloned. A clone's firewall is
+// the template's, which is normally empty, so the first attempt writes the
+// options, the IP set and the rules without listing what is there, and
+// reads the rules back. When that fails, because the template had rules or
+// the IP set or a request failed, the full applyFirewall repairs the VM,
+// retried on lock contention and transient errors. An IP set other than
+// AllowIPSet that the template had is left in place: no rule of the plan
+// refers to it.
+func (h *Hypervisor) firewallOnClone(ctx context.Context, vm *px.VirtualMachine,
+	plan fwPlan) error {
+	err := writeFirewall(ctx, vm, plan)
+	if err == nil || classify(err) == classCtx {
+		return err
+	}
+	h.log.Debug("proxmox: firewall of the clone differs from the plan; applying in full",
+		"vmid", int(vm.VMID), "err", err)
+	return h.retry(ctx, "apply firewall", func(ctx context.Context) error {
+		return applyFirewall(ctx, vm, plan)
+	})
+}
+
+// writeFirewall writes plan onto a VM firewall assumed empty and verifies
+// the rules.
+func writeFirewall(ctx context.Context, vm *px.VirtualMachine, plan fwPlan) error {
+	if err := setOptions(ctx, vm, plan); err != nil {
+		return err
+	}
+	if len(plan.allow) > 0 {
+		if err := createIPSet(ctx, vm, plan.allow); err != nil {
+			return err
+		}
+	}
+	if err := addRules(ctx, vm, plan.rules); err != nil {
+		return err
+	}
+	return verifyRules(ctx, vm, plan.rules)
+}
+
 // applyFirewall makes the VM firewall match plan: options, the allowlist IP
 // set and the rules, replacing whatever the clone copied from the template.
 // It is idempotent, so a failed attempt is repaired by running it again.
-func (h *Hypervisor) applyFirewall(ctx context.Context, vm *px.VirtualMachine, plan fwPlan) error {
-	opts := &px.FirewallVirtualMachineOption{Enable: true, Dhcp: true,
-		PolicyIn: plan.policyIn, PolicyOut: plan.policyOut}
-	if err := vm.FirewallOptionSet(ctx, opts); err != nil {
-		return fmt.Errorf("set firewall options: %w", err)
+func applyFirewall(ctx context.Context, vm *px.VirtualMachine, plan fwPlan) error {
+	if err := setOptions(ctx, vm, plan); err != nil {
+		return err
 	}
 	if err := clearRules(ctx, vm); err != nil {
 		return err
@@ -71,14 +107,32 @@ func (h *Hypervisor) applyFirewall(ctx context.Context, vm *px.VirtualMachine, p
 	if err := syncIPSet(ctx, vm, plan.allow); err != nil {
 		return err
 	}
-	// PVE inserts each new rule at position 0, so write them bottom up.
-	for i := len(plan.rules) - 1; i >= 0; i-- {
-		r := plan.rules[i]
+	if err := addRules(ctx, vm, plan.rules); err != nil {
+		return err
+	}
+	return verifyRules(ctx, vm, plan.rules)
+}
+
+// setOptions turns the VM firewall on with the plan's policies.
+func setOptions(ctx context.Context, vm *px.VirtualMachine, plan fwPlan) error {
+	opts := &px.FirewallVirtualMachineOption{Enable: true, Dhcp: true,
+		PolicyIn: plan.policyIn, PolicyOut: plan.policyOut}
+	if err := vm.FirewallOptionSet(ctx, opts); err != nil {
+		return fmt.Errorf("set firewall options: %w", err)
+	}
+	return nil
+}
+
+// addRules writes rules so that they end up in order on top of any others.
+// PVE inserts each new rule at position 0, so they are written bottom up.
+func addRules(ctx context.Context, vm *px.VirtualMachine, rules []px.FirewallRule) error {
+	for i := len(rules) - 1; i >= 0; i-- {
+		r := rules[i]
 		if err := vm.NewFirewallRule(ctx, &r); err != nil {
 			return fmt.Errorf("add firewall rule %s %s: %w", r.Type, r.Action, err)
 		}
 	}
-	return verifyRules(ctx, vm, plan.rules)
+	return nil
 }
 
 // clearRules deletes every VM firewall rule, last position first.
@@ -113,7 +167,12 @@ func syncIPSet(ctx context.Context, vm *px.VirtualMachine, entries []string) err
 	if len(entries) == 0 {
 		return nil
 	}
-	err = vm.NewFirewallIPSet(ctx, px.FirewallIPSetCreationOption{Name: AllowIPSet,
+	return createIPSet(ctx, vm, entries)
+}
+
+// createIPSet creates AllowIPSet with entries; it fails if the set exists.
+func createIPSet(ctx context.Context, vm *px.VirtualMachine, entries []string) error {
+	err := vm.NewFirewallIPSet(ctx, px.FirewallIPSetCreationOption{Name: AllowIPSet,
 		Comment: ruleComment + ": allowlist"})
 	if err != nil {
 		return fmt.Errorf("create ip set %s: %w", AllowIPSet, err)
@@ -150,17 +209,24 @@ func verifyRules(ctx context.Context, vm *px.VirtualMachine, want []px.FirewallR
 }
 
 // datacenterWarnings reports a datacenter firewall that is off (PVE then
-// filters nothing) or that cannot be read.
+// filters nothing) or that cannot be read. Whether it is on is remembered
+// for Config.CacheTTL; a failed read is not.
 func (h *Hypervisor) datacenterWarnings(ctx context.Context, mode agentlab.NetworkMode) []string {
-	var opts px.FirewallClusterOption
-	err := h.retry(ctx, "read datacenter firewall", func(ctx context.Context) error {
-		return h.c.Get(ctx, "/cluster/firewall/options", &opts)
-	})
-	if err != nil {
-		return []string{fmt.Sprintf("cannot read the datacenter firewall options "+
-			"(the token needs Sys.Audit on /): %v; network mode %q may not be enforced", err, mode)}
+	on, ok := h.dcFWOn.get(struct{}{})
+	if !ok {
+		var opts px.FirewallClusterOption
+		err := h.retry(ctx, "read datacenter firewall", func(ctx context.Context) error {
+			return h.c.Get(ctx, "/cluster/firewall/options", &opts)
+		})
+		if err != nil {
+			return []string{fmt.Sprintf("cannot read the datacenter firewall options "+
+				"(the token needs Sys.Audit on /): %v; network mode %q may not be enforced",
+				err, mode)}
+		}
+		on = opts.Enable == 1
+		h.dcFWOn.put(struct{}{}, on)
 	}
-	if opts.Enable != 1 {
+	if !on {
 		return []string{fmt.Sprintf("the datacenter firewall is disabled: network mode %q "+
 			"is not enforced until it is enabled", mode)}
 	}

@@ -26,6 +26,10 @@ type Hypervisor struct {
 	nodeOf  map[int]string           // last known node per VMID
 	sems    map[string]chan struct{} // clone slots per target node
 	pending map[string]uint64        // memory of clones in flight per node
+
+	templates *memo[int, templateInfo]             // template node and config per VMID
+	storages  *memo[struct{}, px.ClusterResources] // /cluster/resources?type=storage
+	dcFWOn    *memo[struct{}, bool]                // datacenter firewall enabled?
 }
 
 // New validates cfg, builds the API client and checks that the API answers
@@ -57,7 +61,10 @@ func New(ctx context.Context, cfg Config) (*Hypervisor, error) {
 	h := &Hypervisor{
 		cfg: cfg, c: client, hc: hc, log: cfg.Logger,
 		nodeOf: map[int]string{}, sems: map[string]chan struct{}{},
-		pending: map[string]uint64{},
+		pending:   map[string]uint64{},
+		templates: newMemo[int, templateInfo](cfg.CacheTTL),
+		storages:  newMemo[struct{}, px.ClusterResources](cfg.CacheTTL),
+		dcFWOn:    newMemo[struct{}, bool](cfg.CacheTTL),
 	}
 	var v px.Version
 	if err := client.Get(ctx, "/version", &v); err != nil {

@@ -100,12 +100,7 @@ func (h *Hypervisor) sharedDisks(ctx context.Context, conf vmConfig) bool {
 	if !ok || len(stores) == 0 {
 		return false
 	}
-	var rs px.ClusterResources
-	err := h.retry(ctx, "list storage", func(ctx context.Context) error {
-		var err error
-		rs, err = h.cluster().Resources(ctx, "storage")
-		return err
-	})
+	rs, err := h.storageList(ctx)
 	if err != nil {
 		h.log.Debug("proxmox: list storage; placing on the template's node", "err", err)
 		return false
@@ -118,6 +113,25 @@ func (h *Hypervisor) sharedDisks(ctx context.Context, conf vmConfig) bool {
 		}
 	}
 	return true
+}
+
+// storageList reads /cluster/resources?type=storage, or takes it from the
+// cache (Config.CacheTTL).
+func (h *Hypervisor) storageList(ctx context.Context) (px.ClusterResources, error) {
+	if rs, ok := h.storages.get(struct{}{}); ok {
+		return rs, nil
+	}
+	var rs px.ClusterResources
+	err := h.retry(ctx, "list storage", func(ctx context.Context) error {
+		var err error
+		rs, err = h.cluster().Resources(ctx, "storage")
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.storages.put(struct{}{}, rs)
+	return rs, nil
 }
 
 // diskStorages lists the storage IDs of the config's disks, CD-ROMs

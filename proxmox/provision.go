@@ -30,9 +30,15 @@ var errAbsent = errors.New("vm absent")
 // adopts it when it is marked for spec.Owner and spec.Sandbox, waiting for
 // the clone lock to clear; if no node holds the VMID it sends the clone
 // again. Lock contention is retried with backoff within
-// Config.RetryTimeout, then fails matching [agentlab.ErrBusy]. A failure
-// after the clone leaves the marked VM in place for the caller to Destroy;
-// a VM stuck with a stale clone lock is waited on until ctx ends.
+// Config.RetryTimeout, then fails matching [agentlab.ErrBusy]; a clone slot
+// of the target node (Config.CloneConcurrency) is held only while a clone is
+// in flight, not during the backoff. A failure after the clone leaves the
+// marked VM in place for the caller to Destroy; a VM stuck with a stale
+// clone lock is waited on until ctx ends.
+//
+// The template's node and config are cached for Config.CacheTTL. The
+// returned VM is what Provision wrote (node, name, owner, tags, stopped),
+// not read back. net0 gets a MAC of PVE's choosing, as in any clone.
 func (h *Hypervisor) Provision(ctx context.Context,
 	spec agentlab.ProvisionSpec) (agentlab.VM, error) {
 	if err := checkSpec(spec); err != nil {
@@ -44,31 +50,44 @@ func (h *Hypervisor) Provision(ctx context.Context,
 
 func (h *Hypervisor) provision(ctx context.Context,
 	spec agentlab.ProvisionSpec) (agentlab.VM, error) {
-	tnode, tconf, err := h.template(ctx, spec.Template)
+	tmpl, err := h.template(ctx, spec.Template)
 	if err != nil {
 		return agentlab.VM{}, err
 	}
-	target, release, err := h.place(ctx, spec, tnode, tconf)
+	vm, err := h.provisionFrom(ctx, spec, tmpl)
+	if err != nil {
+		// What was cached may be why it failed (a moved or changed template).
+		h.templates.drop(spec.Template)
+		h.storages.drop(struct{}{})
+		return agentlab.VM{}, err
+	}
+	return vm, nil
+}
+
+// provisionFrom places, clones and configures spec.VMID from tmpl. The VM
+// it reports is what Provision wrote, not read back: PVE has just confirmed
+// every change, and the caller needs only the node and the warnings.
+func (h *Hypervisor) provisionFrom(ctx context.Context, spec agentlab.ProvisionSpec,
+	tmpl templateInfo) (agentlab.VM, error) {
+	target, release, err := h.place(ctx, spec, tmpl.node, tmpl.conf)
 	if err != nil {
 		return agentlab.VM{}, err
 	}
 	defer release()
-	node, err := h.cloneOrAdopt(ctx, spec, tnode, target)
+	node, err := h.cloneOrAdopt(ctx, spec, tmpl.node, target)
 	if err != nil {
 		return agentlab.VM{}, fmt.Errorf("clone template %d: %w", spec.Template, err)
 	}
-	warnings, err := h.configure(ctx, spec, node)
+	warnings, err := h.configure(ctx, spec, node, tmpl.conf)
 	if err != nil {
 		return agentlab.VM{}, err
 	}
-	vm, err := h.describe(ctx, node, spec.VMID)
-	if err != nil {
-		return agentlab.VM{}, err
-	}
-	vm.Warnings = warnings
 	h.log.Info("proxmox: provisioned vm", "vmid", spec.VMID, "node", node,
 		"template", spec.Template, "full", spec.Full, "warnings", len(warnings))
-	return vm, nil
+	return agentlab.VM{
+		VMID: spec.VMID, Node: node, Name: spec.Name, Power: agentlab.PowerStopped,
+		Owner: spec.Owner, Tags: splitTags(ownerTags(spec.Owner)), Warnings: warnings,
+	}, nil
 }
 
 // checkSpec rejects specs PVE would refuse or that would break the marker.
@@ -93,44 +112,43 @@ func checkSpec(spec agentlab.ProvisionSpec) error {
 	return nil
 }
 
-// template finds the template's node and reads its config.
-func (h *Hypervisor) template(ctx context.Context, vmid int) (string, vmConfig, error) {
-	var (
-		node string
-		conf vmConfig
-	)
+// templateInfo is what Provision needs to know about a template.
+type templateInfo struct {
+	node string
+	conf vmConfig // shared between calls: read it, never change it
+}
+
+// template finds the template's node and reads its config, or takes both
+// from the cache (Config.CacheTTL).
+func (h *Hypervisor) template(ctx context.Context, vmid int) (templateInfo, error) {
+	if t, ok := h.templates.get(vmid); ok {
+		return t, nil
+	}
+	var t templateInfo
 	err := h.onVM(ctx, vmid, func(ctx context.Context, n string) error {
 		var err error
-		node = n
-		conf, err = h.configOn(ctx, n, vmid)
+		t.node = n
+		t.conf, err = h.configOn(ctx, n, vmid)
 		return err
 	})
 	if err != nil {
-		return "", nil, fmt.Errorf("read template %d: %w", vmid, err)
+		return templateInfo{}, fmt.Errorf("read template %d: %w", vmid, err)
 	}
-	return node, conf, nil
+	h.templates.put(vmid, t)
+	return t, nil
 }
 
 // cloneOrAdopt makes spec.VMID a clone of the template exactly once and
-// returns the node that holds it.
+// returns the node that holds it. Each attempt holds one of target's clone
+// slots; the backoff between attempts holds none, so that other clones can
+// use the slot meanwhile.
 func (h *Hypervisor) cloneOrAdopt(ctx context.Context, spec agentlab.ProvisionSpec,
 	tnode, target string) (string, error) {
-	release, err := h.acquire(ctx, target)
-	if err != nil {
-		return "", err
-	}
-	defer release()
 	opts := h.cloneOptions(spec, tnode, target)
 	deadline := time.Now().Add(h.cfg.RetryTimeout)
 	unsure := false // an earlier attempt may have created the VM
 	for n := 0; ; n++ {
-		err := h.cloneOnce(ctx, tnode, spec.Template, opts)
-		if err == nil {
-			h.remember(spec.VMID, target)
-			return target, nil
-		}
-		unsure = unsure || classify(err) == classTransient
-		node, done, err := h.afterCloneError(ctx, spec, err, unsure)
+		node, done, err := h.cloneAttempt(ctx, spec, tnode, target, opts, &unsure)
 		if done || time.Now().After(deadline) {
 			return node, err
 		}
@@ -139,6 +157,26 @@ func (h *Hypervisor) cloneOrAdopt(ctx context.Context, spec agentlab.ProvisionSp
 			return "", fmt.Errorf("%w (last error: %w)", serr, err)
 		}
 	}
+}
+
+// cloneAttempt takes a clone slot on target, sends the clone once and
+// decides what a failure means (see afterCloneError). unsure accumulates
+// across attempts.
+func (h *Hypervisor) cloneAttempt(ctx context.Context, spec agentlab.ProvisionSpec,
+	tnode, target string, opts px.VirtualMachineCloneOptions,
+	unsure *bool) (node string, done bool, _ error) {
+	release, err := h.acquire(ctx, target)
+	if err != nil {
+		return "", true, err
+	}
+	defer release()
+	err = h.cloneOnce(ctx, tnode, spec.Template, opts)
+	if err == nil {
+		h.remember(spec.VMID, target)
+		return target, true, nil
+	}
+	*unsure = *unsure || classify(err) == classTransient
+	return h.afterCloneError(ctx, spec, err, *unsure)
 }
 
 // cloneOptions is the clone request: explicit VMID, name and marker,
@@ -247,16 +285,13 @@ func (h *Hypervisor) checkMarker(ctx context.Context, node string,
 }
 
 // configure applies the spec to the freshly cloned VM on node and returns
-// the warnings found on the way.
+// the warnings found on the way. tconf is the template's config, which the
+// clone copied: the clone's own config is not read again.
 func (h *Hypervisor) configure(ctx context.Context, spec agentlab.ProvisionSpec,
-	node string) ([]string, error) {
-	conf, err := h.configOn(ctx, node, spec.VMID)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	opts, warnings := h.configOptions(spec, conf)
+	node string, tconf vmConfig) ([]string, error) {
+	opts, warnings := h.configOptions(spec, tconf)
 	vm := h.vm(node, spec.VMID)
-	err = h.retry(ctx, "configure", func(ctx context.Context) error {
+	err := h.retry(ctx, "configure", func(ctx context.Context) error {
 		return h.run(ctx, func(ctx context.Context) (*px.Task, error) {
 			return vm.Config(ctx, opts...)
 		})
@@ -264,41 +299,44 @@ func (h *Hypervisor) configure(ctx context.Context, spec agentlab.ProvisionSpec,
 	if err != nil {
 		return nil, fmt.Errorf("configure: %w", err)
 	}
-	if err := h.resize(ctx, spec, vm, conf); err != nil {
+	if err := h.resize(ctx, spec, vm, tconf); err != nil {
 		return nil, err
 	}
-	plan := planFirewall(spec.Network)
-	err = h.retry(ctx, "apply firewall", func(ctx context.Context) error {
-		return h.applyFirewall(ctx, vm, plan)
-	})
-	if err != nil {
+	if err := h.firewallOnClone(ctx, vm, planFirewall(spec.Network)); err != nil {
 		return nil, fmt.Errorf("apply network mode %s: %w", spec.Network.Mode, err)
 	}
 	return append(warnings, h.datacenterWarnings(ctx, spec.Network.Mode)...), nil
 }
 
-// configOptions builds the config update for spec on top of the clone's
-// config conf.
-func (h *Hypervisor) configOptions(spec agentlab.ProvisionSpec, conf vmConfig) (
+// configOptions builds the config update for spec on top of the template's
+// config tconf. net0 is always written, so firewall=1 holds whatever the
+// template has; it is written without a MAC, so PVE gives the clone a new
+// one as the clone itself does (the template's MAC must not be reused).
+func (h *Hypervisor) configOptions(spec agentlab.ProvisionSpec, tconf vmConfig) (
 	[]px.VirtualMachineOption, []string) {
 	opts := []px.VirtualMachineOption{
 		{Name: "name", Value: spec.Name},
 		{Name: "description", Value: markerDescription(spec.Owner, spec.Sandbox)},
-		{Name: "tags", Value: TagAgentlab + ";" + OwnerTag(spec.Owner)},
-		{Name: "net0", Value: h.net0(spec.Network, conf.str("net0"))},
+		{Name: "tags", Value: ownerTags(spec.Owner)},
+		{Name: "net0", Value: h.net0(spec.Network, withoutMAC(tconf.str("net0")))},
 		{Name: "ipconfig0", Value: "ip=dhcp"},
 	}
 	if spec.Name == "" {
 		opts = opts[1:]
 	}
 	opts = append(opts, sizeOptions(spec)...)
-	opts = append(opts, guestOptions(spec, conf)...)
+	opts = append(opts, guestOptions(spec, tconf)...)
 	var warnings []string
-	if !hasCloudInitDrive(conf) {
+	if !hasCloudInitDrive(tconf) {
 		warnings = append(warnings, fmt.Sprintf("template %d has no cloud-init drive: "+
 			"user, ssh keys and dhcp are not applied to the guest", spec.Template))
 	}
 	return opts, warnings
+}
+
+// ownerTags is the tags value Provision writes.
+func ownerTags(owner string) string {
+	return TagAgentlab + ";" + OwnerTag(owner)
 }
 
 // sizeOptions sets cores and memory when the spec asks.

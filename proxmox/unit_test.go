@@ -158,6 +158,43 @@ func TestNet0(t *testing.T) {
 	}
 }
 
+func TestWithoutMAC(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "bridge=vmbr0,firewall=1"},
+		{"model=virtio,macaddr=BC:24:11:00:00:02,bridge=vmbr0,tag=20",
+			"model=virtio,bridge=vmbr0,tag=20"},
+		{"e1000=BC:24:11:00:00:03,mtu=1400", "mtu=1400"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got := withoutMAC(tt.in)
+			require.Equal(t, tt.want, got)
+			h := &Hypervisor{}
+			require.NotContains(t, h.net0(agentlab.NetworkPolicy{}, got), "BC:24:11",
+				"net0 leaves the MAC to PVE")
+		})
+	}
+}
+
+func TestMemo(t *testing.T) {
+	m := newMemo[int, string](time.Hour)
+	_, ok := m.get(1)
+	require.False(t, ok)
+	m.put(1, "a")
+	v, ok := m.get(1)
+	require.True(t, ok)
+	require.Equal(t, "a", v)
+	m.drop(1)
+	_, ok = m.get(1)
+	require.False(t, ok, "dropped")
+
+	off := newMemo[int, string](-1)
+	off.put(1, "a")
+	_, ok = off.get(1)
+	require.False(t, ok, "a negative ttl keeps nothing")
+}
+
 func TestBootDiskAndSize(t *testing.T) {
 	conf := vmConfig{
 		"boot":    "order=ide2;virtio0;net0",
