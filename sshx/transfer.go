@@ -27,20 +27,25 @@ const maxTreeDepth = 128
 var ErrUnsafePath = errors.New("sshx: unsafe path")
 
 // Upload copies the local file or directory tree at localPath to
-// remotePath over SFTP, creating remote directories as needed and keeping
-// permission bits (setuid, setgid and sticky bits are dropped). Relative
-// remote paths are relative to the login directory. Symlinks inside a
-// local tree are skipped; a symlink given as localPath is followed. Files
-// that exist are overwritten. Progress, when set, is called with the
-// remote path of each file as bytes are written.
+// remotePath, creating remote directories as needed and keeping permission
+// bits (setuid, setgid and sticky bits are dropped). Relative remote paths
+// are relative to the login directory. Symlinks inside a local tree are
+// skipped; a symlink given as localPath is followed. Progress, when set, is
+// called with the remote path of each file as bytes are written.
+//
+// A single regular file is streamed through an exec session (the guest's
+// POSIX shell runs mkdir -p, cat, wc, chmod and mv): it is written to a
+// hidden temporary file in the destination directory, its size is checked
+// (ErrSizeMismatch when it differs from the local file's) and it is renamed
+// over remotePath, so a failed or cancelled upload leaves the destination
+// as it was; a directory at remotePath is refused. An existing file, or a
+// symlink, at remotePath is replaced rather than written through. Trees go
+// over SFTP, file by file, overwriting files in place; so does a single
+// file when the guest refuses exec requests or runs no shell for them.
 func (t *Transport) Upload(ctx context.Context, ep agentlab.Endpoint, localPath, remotePath string,
 	opts *agentlab.TransferOptions) error {
 	t.activity(ep.VMID)
-	sc, err := t.sftp(ctx, ep)
-	if err != nil {
-		return fmt.Errorf("upload to vm %d: %w", ep.VMID, err)
-	}
-	x := &transfer{ctx: ctx, sc: sc, progress: progressFunc(opts)}
+	x := &transfer{ctx: ctx, t: t, ep: ep, progress: progressFunc(opts)}
 	if err := x.upload(localPath, remotePath); err != nil {
 		return fmt.Errorf("upload %s to vm %d: %w", localPath, ep.VMID, err)
 	}
@@ -56,14 +61,17 @@ func (t *Transport) Upload(ctx context.Context, ep agentlab.Endpoint, localPath,
 // ErrUnsafePath, as does a local symlink where a file or directory is to
 // be written. Existing local files are overwritten. Progress, when set, is
 // called with the remote path of each file as bytes arrive.
+//
+// A single regular file (found with an SFTP stat) is streamed from `cat`
+// in an exec session, or over SFTP when exec is unavailable, into a
+// temporary file in localPath's directory, which must exist; the byte
+// count is checked against the stat (ErrSizeMismatch) and the file renamed
+// over localPath, so a failed or cancelled download leaves localPath as it
+// was. Files of a tree are written in place over SFTP.
 func (t *Transport) Download(ctx context.Context, ep agentlab.Endpoint, remotePath, localPath string,
 	opts *agentlab.TransferOptions) error {
 	t.activity(ep.VMID)
-	sc, err := t.sftp(ctx, ep)
-	if err != nil {
-		return fmt.Errorf("download from vm %d: %w", ep.VMID, err)
-	}
-	x := &transfer{ctx: ctx, sc: sc, progress: progressFunc(opts)}
+	x := &transfer{ctx: ctx, t: t, ep: ep, progress: progressFunc(opts)}
 	if err := x.download(remotePath, localPath); err != nil {
 		return fmt.Errorf("download %s from vm %d: %w", remotePath, ep.VMID, err)
 	}
@@ -80,8 +88,23 @@ func progressFunc(opts *agentlab.TransferOptions) func(string, int64, int64) {
 // transfer is one Upload or Download in progress.
 type transfer struct {
 	ctx      context.Context
-	sc       *sftp.Client
+	t        *Transport
+	ep       agentlab.Endpoint
+	sc       *sftp.Client // opened by sftp on first use
 	progress func(path string, done, total int64)
+}
+
+// sftp opens the SFTP client of the pooled connection on first use.
+func (x *transfer) sftp() (*sftp.Client, error) {
+	if x.sc != nil {
+		return x.sc, nil
+	}
+	sc, err := x.t.sftp(x.ctx, x.ep)
+	if err != nil {
+		return nil, err
+	}
+	x.sc = sc
+	return sc, nil
 }
 
 func (x *transfer) upload(local, remote string) error {
@@ -89,9 +112,19 @@ func (x *transfer) upload(local, remote string) error {
 	if err != nil {
 		return err
 	}
+	if fi.Mode().IsRegular() {
+		err := x.streamUpload(local, remote, fi)
+		if !errors.Is(err, errNoExec) {
+			return err
+		}
+	}
+	sc, err := x.sftp()
+	if err != nil {
+		return err
+	}
 	if !fi.IsDir() {
 		if dir := path.Dir(remote); dir != "." && dir != "/" {
-			if err := x.sc.MkdirAll(dir); err != nil {
+			if err := sc.MkdirAll(dir); err != nil {
 				return fmt.Errorf("mkdir %s: %w", dir, err)
 			}
 		}
@@ -115,7 +148,19 @@ func (x *transfer) upload(local, remote string) error {
 	if err != nil {
 		return err
 	}
-	return x.chmodDirs(dirs, x.sc.Chmod)
+	return x.chmodDirs(dirs, sc.Chmod)
+}
+
+// streamUpload sends one regular file through an exec session.
+func (x *transfer) streamUpload(local, remote string, fi fs.FileInfo) error {
+	in, err := os.Open(local)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	r := &progressReader{ctx: x.ctx, r: in, size: fi.Size(), path: remote, fn: x.progress}
+	x.progress(remote, 0, fi.Size())
+	return x.t.streamUpload(x.ctx, x.ep, r, fi.Size(), fi.Mode(), remote)
 }
 
 // dirMode is a directory whose mode is set after its contents are written
@@ -179,7 +224,11 @@ func (x *transfer) chmodDirs(dirs []dirMode, chmod func(string, os.FileMode) err
 }
 
 func (x *transfer) download(remote, local string) error {
-	fi, err := x.sc.Stat(remote)
+	sc, err := x.sftp()
+	if err != nil {
+		return err
+	}
+	fi, err := sc.Stat(remote)
 	if err != nil {
 		return err
 	}
@@ -187,7 +236,7 @@ func (x *transfer) download(remote, local string) error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s is not a regular file or directory: %w", remote, ErrUnsafePath)
 		}
-		return x.downloadFile(remote, local, fi)
+		return x.downloadSingle(remote, local, fi)
 	}
 	if err := os.MkdirAll(local, 0o700); err != nil {
 		return err
@@ -264,6 +313,79 @@ func mkdirNoFollow(dir string) error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("%s exists and is not a directory: %w", dir, ErrUnsafePath)
+	}
+	return nil
+}
+
+// downloadSingle fetches the regular file src into a temporary file
+// beside dst and renames it over dst once the byte count matched fi.
+func (x *transfer) downloadSingle(src, dst string, fi fs.FileInfo) error {
+	if err := checkLocalTarget(dst); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".agentlab-*.tmp")
+	if err != nil {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	w := &progressWriter{ctx: x.ctx, w: tmp, size: fi.Size(), path: src, fn: x.progress}
+	x.progress(src, 0, fi.Size())
+	err = x.t.streamDownload(x.ctx, x.ep, src, fi.Size(), w)
+	if errors.Is(err, errNoExec) {
+		err = x.sftpDownload(src, fi.Size(), w)
+	}
+	if err != nil {
+		return err
+	}
+	if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return err
+	}
+	keep = true
+	return nil
+}
+
+// checkLocalTarget refuses a symlink or a directory at dst.
+func checkLocalTarget(dst string) error {
+	fi, err := os.Lstat(dst)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symlink: %w", dst, ErrUnsafePath)
+	case fi.IsDir():
+		return fmt.Errorf("%s is a directory", dst)
+	}
+	return nil
+}
+
+// sftpDownload copies the remote file src over SFTP into w and checks
+// that size bytes arrived.
+func (x *transfer) sftpDownload(src string, size int64, w io.Writer) error {
+	in, err := x.sc.Open(src)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer in.Close()
+	n, err := io.Copy(w, in)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	if n != size {
+		return fmt.Errorf("received %d bytes, expected %d: %w", n, size, ErrSizeMismatch)
 	}
 	return nil
 }
