@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -25,6 +26,12 @@ type cli struct {
 	configPath string
 	debug      bool
 
+	// dryRun makes the command stop, with errDryRun, at its first side
+	// effect (reading the configuration, files or stdin, starting a
+	// simulator or a supervisor): the command line is parsed and checked
+	// only. The fuzz tests use it.
+	dryRun bool
+
 	cmd *command // the command being run, for its help
 }
 
@@ -40,6 +47,19 @@ type command struct {
 // errHelp reports that help was printed; the exit code is 0.
 var errHelp = errors.New("help printed")
 
+// errDryRun reports that a dry run reached the command's first side
+// effect; the exit code is 0.
+var errDryRun = errors.New("dry run: command line accepted")
+
+// act marks the start of a command's side effects; in a dry run it
+// returns errDryRun instead.
+func (c *cli) act() error {
+	if c.dryRun {
+		return errDryRun
+	}
+	return nil
+}
+
 // run is the CLI's entry point: it parses args, runs the command and
 // returns the exit code. It never calls os.Exit.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -53,7 +73,7 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		c.cmd = cmd
 		err = cmd.run(ctx, c, rest)
 	}
-	if err == nil || errors.Is(err, errHelp) {
+	if err == nil || errors.Is(err, errHelp) || errors.Is(err, errDryRun) {
 		return exitOK
 	}
 	return report(c.stderr, err)
@@ -83,7 +103,10 @@ func (c *cli) route(args []string) (*command, []string, error) {
 		path = append(path, a)
 	}
 	switch {
-	case version && len(path) == 0:
+	case version:
+		if len(path) > 0 || len(rest) > 0 {
+			return nil, nil, usagef("agentlab-lite --help", "--version takes no command")
+		}
 		fmt.Fprintln(c.stdout, versionLine())
 		return nil, nil, nil
 	case len(path) == 0 && len(rest) == 0:
@@ -98,21 +121,25 @@ func (c *cli) route(args []string) (*command, []string, error) {
 }
 
 // globalFlag consumes one global flag at args[0], returning how many
-// arguments it used (0 when args[0] is not a global flag).
+// arguments it used (0 when args[0] is not a global flag). It accepts what
+// the flag package accepts after the command: -name or --name, "=value",
+// boolean values as strconv.ParseBool reads them.
 func (c *cli) globalFlag(args []string, version, help *bool) (int, error) {
-	name, val, hasVal := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
-	if !strings.HasPrefix(args[0], "-") || args[0] == "-" || args[0] == "--" {
+	a := args[0]
+	if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
 		return 0, nil
 	}
+	name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+	var target *bool
 	switch name {
 	case "json":
-		c.json = !hasVal || val == "true" || val == "1"
+		target = &c.json
 	case "debug":
-		c.debug = true
+		target = &c.debug
 	case "version":
-		*version = true
+		target = version
 	case "h", "help":
-		*help = true
+		target = help
 	case "config":
 		if hasVal {
 			c.configPath = val
@@ -126,6 +153,14 @@ func (c *cli) globalFlag(args []string, version, help *bool) (int, error) {
 	default:
 		return 0, nil
 	}
+	v, err := true, error(nil)
+	if hasVal {
+		if v, err = strconv.ParseBool(val); err != nil {
+			return 0, usagef("agentlab-lite --help", "invalid boolean value %q for flag -%s",
+				val, name)
+		}
+	}
+	*target = v
 	return 1, nil
 }
 

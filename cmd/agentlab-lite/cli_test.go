@@ -63,6 +63,36 @@ func TestMisuse(t *testing.T) {
 				"next: agentlab-lite help config"}},
 		{"config unknown key", []string{"--config", badCfg, "status"}, 1,
 			[]string{"bad.yaml:3: unknown key \"colour\""}},
+		{"ttl overflow", []string{"sandbox", "new", "--profile", "minimal", "--ttl", "2562047h"},
+			2, []string{"at most one year"}},
+		{"huge bare ttl", []string{"sandbox", "new", "--profile", "minimal", "--ttl",
+			"99999999999999"}, 2, []string{"at most one year"}},
+		{"bad label", []string{"sandbox", "new", "--profile", "minimal", "--label", "a b=1"}, 2,
+			[]string{`invalid value "a b=1" for flag --label: label key "a b"`}},
+		{"bad name", []string{"sandbox", "new", "--profile", "minimal", "--name", "a_b"}, 2,
+			[]string{`sandbox name "a_b"`}},
+		{"vmid out of range", []string{"sandbox", "new", "--profile", "minimal", "--vmid", "5"},
+			2, []string{"VMID 5 is outside 100-999999999"}},
+		{"unknown job status", []string{"job", "list", "--status", "bogus"}, 2,
+			[]string{`unknown job status "bogus"`}},
+		{"empty job id", []string{"job", "show", ""}, 2, []string{"empty job ID"}},
+		{"bad boolean", []string{"--json=maybe", "status"}, 2,
+			[]string{`invalid boolean value "maybe" for flag -json`}},
+		{"version with command", []string{"--version", "status"}, 2,
+			[]string{"--version takes no command"}},
+		{"cp without guest", []string{"cp", "a", "b"}, 2,
+			[]string{"exactly one of SRC and DST must be VMID:/path"}},
+		{"cp guest root", []string{"cp", "1071:/", "b"}, 2, []string{"names no file"}},
+		{"bad env", []string{"exec", "1071", "--env", "A B=1", "--", "true"}, 2,
+			[]string{`"A B" is not an environment variable name`}},
+		{"bad secret", []string{"job", "run", "--profile", "minimal", "--task", "t", "--secret",
+			"A-B"}, 2, []string{`--secret A-B: "A-B" is not an environment variable name`}},
+		{"bad artifact", []string{"job", "run", "--profile", "minimal", "--task", "t",
+			"--artifact", "../x"}, 2, []string{"must stay inside the work directory"}},
+		{"bad fault", []string{"sim", "serve", "--dir", t.TempDir(), "--fault", "status=200"}, 2,
+			[]string{`--fault "status=200": status="200": want an error status, 400-599`}},
+		{"bad nodes", []string{"sim", "serve", "--dir", t.TempDir(), "--nodes", "a,,b"}, 2,
+			[]string{`--nodes: "" is not a node name`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +103,30 @@ func TestMisuse(t *testing.T) {
 				require.Contains(t, r.stderr, s)
 			}
 		})
+	}
+}
+
+// TestBadInputHasNoSideEffect checks that a refused command line creates
+// nothing: no database, no SSH key, no supervisor log.
+func TestBadInputHasNoSideEffect(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "config.yaml", "proxmox:\n  url: https://127.0.0.1:1\n"+
+		"  token_id: a@pve!b\n  token_secret: x\n")
+	for _, args := range [][]string{
+		{"sandbox", "new", "--profile", "minimal", "--ttl", "0"},
+		{"sandbox", "new", "--profile", "minimal", "--label", "-x=1"},
+		{"sandbox", "new", "--profile", "minimal", "--name", "-x"},
+		{"sandbox", "lease", "renew", "1000"},
+		{"sandbox", "snapshot", "save", "1000", "1bad"},
+		{"logs", "1000", "--tail", "-2"},
+		{"job", "run", "--profile", "minimal", "--task", "t", "--env", "1=2"},
+		{"job", "run", "--profile", "minimal", "--task", "t", "--timeout", "-1s"},
+		{"job", "list", "--status", "DONE"},
+		{"cp", "1000:", "x"},
+	} {
+		r := runCLI(t, append([]string{"--config", cfg}, args...)...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r.stderr)
+		require.Equal(t, []string{"config.yaml"}, entries(t, dir), "%v", args)
 	}
 }
 
@@ -143,23 +197,39 @@ func TestHelpVersionCompletion(t *testing.T) {
 
 func TestConfigLoading(t *testing.T) {
 	env := func(k string) string { return map[string]string{"PVE_SECRET": "s3cret"}[k] }
+	const head = "proxmox:\n  url: https://pve:8006\n  token_id: a@pve!b\n"
+	const ok = head + "  token_secret_env: PVE_SECRET\n"
 	tests := []struct {
 		name, body, err string
 	}{
-		{"complete", "proxmox:\n  url: https://pve:8006\n  token_id: a@pve!b\n" +
+		{"complete", ok, ""},
+		{"bare host url", "proxmox:\n  url: pve1:8006\n  token_id: a@pve!b\n" +
 			"  token_secret_env: PVE_SECRET\n", ""},
 		{"missing url", "proxmox:\n  token_id: a@pve!b\n", "missing setting proxmox.url"},
 		{"missing secret", "proxmox:\n  url: https://pve\n  token_id: a@pve!b\n",
 			"missing setting proxmox.token_secret"},
-		{"two secrets", "proxmox:\n  url: u\n  token_id: t\n  token_secret: x\n" +
-			"  token_secret_env: PVE_SECRET\n", "set only one of"},
-		{"empty env", "proxmox:\n  url: u\n  token_id: t\n  token_secret_env: NOPE\n",
+		{"two secrets", head + "  token_secret: x\n  token_secret_env: PVE_SECRET\n",
+			"set only one of"},
+		{"empty env", head + "  token_secret_env: NOPE\n",
 			"environment variable NOPE is empty"},
-		{"bad duration", "proxmox:\n  url: u\n  token_id: t\n  token_secret: x\n" +
-			"  poll_interval: soon\n", "config.yaml:5: \"soon\" is not a duration"},
-		{"bad cidr", "proxmox:\n  url: u\n  token_id: t\n  token_secret: x\n" +
-			"  guest_cidr: 10.0.0.1\n", "not a CIDR"},
+		{"bad duration", head + "  token_secret: x\n  poll_interval: soon\n",
+			"config.yaml:5: \"soon\" is not a duration"},
+		{"bad cidr", ok + "  guest_cidr: 10.0.0.1\n", "not a CIDR"},
 		{"wrong type", "vmid_min: lots\n", "config.yaml:1: cannot unmarshal"},
+		{"http url", "proxmox:\n  url: http://pve:8006\n  token_id: a@pve!b\n" +
+			"  token_secret: x\n", "proxmox.url \"http://pve:8006\" is not an https URL"},
+		{"bad token id", "proxmox:\n  url: https://pve\n  token_id: root\n  token_secret: x\n",
+			"proxmox.token_id \"root\" is not a token ID"},
+		{"bad fingerprint", ok + "  tls:\n    fingerprint: AB:CD\n",
+			"proxmox.tls.fingerprint \"AB:CD\" is not a SHA-256 fingerprint"},
+		{"vmid range", ok + "vmid_min: 50\nvmid_max: 60\n", "must lie in 100-999999999"},
+		{"vmid half range", ok + "vmid_min: 1000\n", "must both be set"},
+		{"jump without key", ok + "ssh:\n  jump:\n    addr: pve1:22\n",
+			"missing setting ssh.jump.host_key"},
+		{"jump bad port", ok + "ssh:\n  jump:\n    addr: pve1:99999\n    host_key: x\n",
+			"ssh.jump.addr \"pve1:99999\" is not host or host:port"},
+		{"two documents", ok + "---\nvmid_min: 1\n", "more than one YAML document"},
+		{"negative clones", ok + "  clone_concurrency: -1\n", "clone_concurrency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,14 +238,28 @@ func TestConfigLoading(t *testing.T) {
 			cfg, err := loadConfig(p, "test", env)
 			if tt.err != "" {
 				require.ErrorContains(t, err, tt.err)
+				require.ErrorContains(t, err, p, "the error names the file")
 				return
 			}
 			require.NoError(t, err)
 			require.Equal(t, "s3cret", cfg.TokenSecret)
 			require.Equal(t, filepath.Join(dir, "profiles"), cfg.ProfilesDir)
 			require.Equal(t, filepath.Join(dir, "agentlab.db"), cfg.Database)
+			require.Empty(t, entries(t, dir)[1:], "loading creates nothing")
 		})
 	}
+}
+
+// entries lists a directory's names.
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	names := make([]string, len(des))
+	for i, de := range des {
+		names[i] = de.Name()
+	}
+	return names
 }
 
 func TestConfigLocation(t *testing.T) {

@@ -31,6 +31,9 @@ func cmdDemo(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := c.act(); err != nil {
+		return err
+	}
 	dir := *keep
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "agentlab-demo-*"); err != nil {
@@ -210,6 +213,13 @@ func (d *demo) job(ctx context.Context) error {
 		rec.Message)
 	for _, art := range rec.Results {
 		fmt.Fprintf(d.c.stdout, "artifact %s (%d bytes) at %s\n", art.Name, art.Size, art.Path)
+		if art.Name == "result.txt" {
+			data, err := readLimited(art.Path, 4096)
+			if err != nil {
+				return fmt.Errorf("read the job's result: %w", err)
+			}
+			fmt.Fprintf(d.c.stdout, "the job's result: %s\n", strings.TrimSpace(string(data)))
+		}
 	}
 	if rec.Status != agentlab.JobCompleted {
 		return fmt.Errorf("job ended %s: %s", rec.Status, rec.Message)

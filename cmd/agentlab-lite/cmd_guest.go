@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	pathpkg "path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -56,7 +58,7 @@ func cmdSSH(ctx context.Context, c *cli, args []string) error {
 func cmdExec(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	gf := addGuestFlags(fs)
-	env := pairsFlag{}
+	env := envFlag{}
 	fs.Var(env, "env", "set `K=V` in the command's environment (repeatable)")
 	dir := fs.String("dir", "", "working `directory` (default: the login directory)")
 	a, sb, argv, err := c.guestTarget(ctx, fs, args, gf)
@@ -67,7 +69,7 @@ func cmdExec(ctx context.Context, c *cli, args []string) error {
 	if len(argv) == 0 {
 		return usagef(c.helpRef(), "missing command: agentlab-lite exec VMID -- PROGRAM [ARG...]")
 	}
-	req := agentlab.ExecRequest{Argv: argv, Dir: *dir, Env: env}
+	req := agentlab.ExecRequest{Argv: argv, Dir: *dir, Env: map[string]string(env)}
 	if len(env) == 0 {
 		req.Env = nil
 	}
@@ -185,9 +187,11 @@ func signalNumber(name string) int {
 	return int(m[strings.TrimPrefix(strings.ToUpper(name), "SIG")])
 }
 
+// remoteRE matches "VMID:path" or "NAME:path", NAME a sandbox name.
 var remoteRE = regexp.MustCompile(`^([0-9]+|[A-Za-z0-9][A-Za-z0-9-]*):(.*)$`)
 
-// splitRemote parses "VMID:/path"; a path that exists locally is local.
+// splitRemote parses "VMID:/path" (or "NAME:path"); a path that exists
+// locally is local, so "./a:b" or an existing file "a:b" stays local.
 func splitRemote(s string) (target, path string, ok bool) {
 	m := remoteRE.FindStringSubmatch(s)
 	if m == nil {
@@ -199,35 +203,86 @@ func splitRemote(s string) (target, path string, ok bool) {
 	return m[1], m[2], true
 }
 
+// copyPlan is a parsed "cp SRC DST": which side is the guest, and the
+// paths on each side.
+type copyPlan struct {
+	target      string // VMID or sandbox name
+	download    bool   // guest to local
+	local       string // local path
+	remote      string // guest path
+	localTarget string // where a download lands (local, or local/base(remote))
+}
+
+// parseCopy reads the two arguments of cp. Exactly one is VMID:path. A
+// destination ending in "/" (or a local directory, or an empty guest path,
+// which is the login directory) receives the source under its own name.
+func parseCopy(src, dst string) (copyPlan, error) {
+	srcT, srcP, srcRemote := splitRemote(src)
+	dstT, dstP, dstRemote := splitRemote(dst)
+	switch {
+	case srcRemote == dstRemote:
+		return copyPlan{}, errors.New("exactly one of SRC and DST must be VMID:/path")
+	case src == "" || dst == "":
+		return copyPlan{}, errors.New("empty path")
+	case srcRemote:
+		if base := guestBase(srcP); base == "" {
+			return copyPlan{}, fmt.Errorf("%q names no file: give a path after %s:", src, srcT)
+		}
+		p := copyPlan{target: srcT, download: true, local: dst, remote: srcP, localTarget: dst}
+		if st, err := os.Stat(dst); strings.HasSuffix(dst, "/") || (err == nil && st.IsDir()) {
+			p.localTarget = filepath.Join(dst, guestBase(srcP))
+		}
+		return p, nil
+	}
+	p := copyPlan{target: dstT, local: src, remote: dstP}
+	if dstP == "" || strings.HasSuffix(dstP, "/") {
+		base := filepath.Base(filepath.Clean(src))
+		if base == "/" || base == "." || base == ".." {
+			return copyPlan{}, fmt.Errorf("%q has no name to copy under; name the "+
+				"destination, e.g. %s:/tmp/dir", src, dstT)
+		}
+		p.remote = dstP + base
+	}
+	return p, nil
+}
+
+// guestBase is the last element of a guest path, "" when there is none
+// (empty, "/", ".", "..").
+func guestBase(p string) string {
+	b := pathpkg.Base(pathpkg.Clean("/" + p))
+	if b == "/" || b == "." || b == ".." || p == "" {
+		return ""
+	}
+	return b
+}
+
 func cmdCopy(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	pos, _, err := c.args(fs, args, 2, 2)
 	if err != nil {
 		return err
 	}
-	srcT, srcP, srcRemote := splitRemote(pos[0])
-	dstT, dstP, dstRemote := splitRemote(pos[1])
-	if srcRemote == dstRemote {
-		return usagef(c.helpRef(), "exactly one of SRC and DST must be VMID:/path")
+	plan, err := parseCopy(pos[0], pos[1])
+	if err != nil {
+		return usagef(c.helpRef(), "%v", err)
 	}
 	a, err := c.open(ctx, modeCommand)
 	if err != nil {
 		return err
 	}
 	defer a.Close(ctx)
-	target := srcT + dstT
-	sb, err := a.sandbox(ctx, target)
+	sb, err := a.sandbox(ctx, plan.target)
 	if err != nil {
 		return err
 	}
 	var prog progressCounter
 	opts := &agentlab.TransferOptions{Progress: prog.add}
 	dir := "upload"
-	if srcRemote {
+	if plan.download {
 		dir = "download"
-		err = sb.Download(ctx, srcP, pos[1], opts)
+		err = sb.Download(ctx, plan.remote, plan.localTarget, opts)
 	} else {
-		err = sb.Upload(ctx, pos[0], dstP, opts)
+		err = sb.Upload(ctx, plan.local, plan.remote, opts)
 	}
 	if err != nil {
 		return guestError(err, sb.VMID())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,7 +125,7 @@ func cmdJobRun(ctx context.Context, c *cli, args []string) error {
 	fs.DurationVar(&spec.Timeout, "timeout", 0, "job deadline from its start (default: none)")
 	fs.StringVar(&spec.Mode, "mode", "", "job mode handed to the agent (default: the profile's)")
 	fs.StringVar(&spec.Command, "command", "", "override the profile's job command")
-	env := pairsFlag{}
+	env := envFlag{}
 	fs.Var(env, "env", "set `K=V` in the job's environment (repeatable)")
 	var secrets, artifacts listFlag
 	fs.Var(&secrets, "secret", "deliver `NAME[=ENV]` from this environment as a secret "+
@@ -160,41 +161,65 @@ func cmdJobRun(ctx context.Context, c *cli, args []string) error {
 	return c.printJob(ctx, a, j.Record(), false)
 }
 
+// maxTask bounds a job's task text, as the SDK does.
+const maxTask = 1 << 20
+
 // completeSpec fills the parts of the spec that need checks or the
 // environment: task file, secrets, TTL, keepalive, env and artifacts.
 func (c *cli) completeSpec(spec *agentlab.JobSpec, taskFile string, secrets listFlag,
-	ttl ttlFlag, keep optBool, env pairsFlag, artifacts listFlag) error {
+	ttl ttlFlag, keep optBool, env envFlag, artifacts listFlag) error {
 	if taskFile != "" {
+		if spec.Task != "" {
+			return usagef(c.helpRef(), "give --task or --task-file, not both")
+		}
+		if err := c.act(); err != nil {
+			return err
+		}
 		var data []byte
 		var err error
 		if taskFile == "-" {
-			data, err = io.ReadAll(io.LimitReader(c.stdin, 1<<20+1))
+			data, err = io.ReadAll(io.LimitReader(c.stdin, maxTask+1))
+			if err == nil && len(data) > maxTask {
+				err = fmt.Errorf("the task is larger than %d bytes", maxTask)
+			}
 		} else {
-			data, err = readLimited(taskFile, 1<<20)
+			data, err = readLimited(taskFile, maxTask)
 		}
 		if err != nil {
 			return usagef(c.helpRef(), "read --task-file: %v", err)
 		}
 		spec.Task = string(data)
 	}
+	if len(spec.Task) > maxTask {
+		return usagef(c.helpRef(), "the task is larger than %d bytes", maxTask)
+	}
 	switch {
 	case spec.Profile == "":
 		return usagef(c.helpRef(), "missing --profile (see agentlab-lite profile list)")
 	case strings.TrimSpace(spec.Task) == "":
 		return usagef(c.helpRef(), "missing --task (or --task-file)")
+	case spec.Timeout < 0:
+		return usagef(c.helpRef(), "--timeout %v is negative", spec.Timeout)
+	case strings.HasPrefix(spec.RepoURL, "-") || strings.HasPrefix(spec.Ref, "-"):
+		return usagef(c.helpRef(), "--repo and --ref must not start with -")
+	}
+	for _, p := range artifacts {
+		if err := checkArtifact(p); err != nil {
+			return usagef(c.helpRef(), "--artifact: %v", err)
+		}
 	}
 	if ttl.set {
 		spec.TTL = ttl.d
 	}
 	spec.Keepalive = keep.ptr()
 	if len(env) > 0 {
-		spec.Env = env
+		spec.Env = map[string]string(env)
 	}
 	spec.Artifacts = artifacts
 	for _, s := range secrets {
-		name, from, ok := strings.Cut(s, "=")
-		if !ok {
-			from = name
+		name, from, err := parseSecret(s)
+		if err != nil {
+			return usagef(c.helpRef(), "--secret %s: %v", s, err)
 		}
 		v, found := os.LookupEnv(from)
 		if !found {
@@ -272,11 +297,18 @@ var jobEventKinds = []string{agentlab.EventJobCreated, agentlab.EventJobRunning,
 	agentlab.EventJobTimeout, agentlab.EventJobCanceled, agentlab.EventJobArtifact}
 
 // oneJob parses "CMD JOB" and opens the app.
-func (c *cli) oneJob(ctx context.Context, fs *flag.FlagSet, args []string) (*app, *agentlab.Job,
-	error) {
+// check, when not nil, validates the flags before anything is opened.
+func (c *cli) oneJob(ctx context.Context, fs *flag.FlagSet, args []string,
+	check func() error) (*app, *agentlab.Job, error) {
 	pos, _, err := c.args(fs, args, 1, 1)
+	if err == nil && check != nil {
+		err = check()
+	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if strings.TrimSpace(pos[0]) == "" {
+		return nil, nil, usagef(c.helpRef(), "empty job ID (see agentlab-lite job list)")
 	}
 	a, err := c.open(ctx, modeCommand)
 	if err != nil {
@@ -291,7 +323,7 @@ func (c *cli) oneJob(ctx context.Context, fs *flag.FlagSet, args []string) (*app
 }
 
 func cmdJobShow(ctx context.Context, c *cli, args []string) error {
-	a, j, err := c.oneJob(ctx, c.flags(), args)
+	a, j, err := c.oneJob(ctx, c.flags(), args, nil)
 	if err != nil {
 		return err
 	}
@@ -308,9 +340,17 @@ func cmdJobList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *limit < 0 {
+		return usagef(c.helpRef(), "--limit must not be negative")
+	}
 	f := agentlab.JobFilter{Limit: *limit}
 	for _, s := range statuses {
-		f.Statuses = append(f.Statuses, agentlab.JobStatus(strings.ToUpper(s)))
+		st := agentlab.JobStatus(strings.ToUpper(s))
+		if !slices.Contains(jobStatuses, st) {
+			return usagef(c.helpRef(), "unknown job status %q (want one of %s)", s,
+				joinStatuses(jobStatuses))
+		}
+		f.Statuses = append(f.Statuses, st)
 	}
 	a, err := c.open(ctx, modeCommand)
 	if err != nil {
@@ -347,7 +387,12 @@ func cmdJobLogs(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	tail := fs.Int("tail", 0, "only the last `N` lines")
 	follow := fs.Bool("follow", false, "keep printing until the job ends")
-	a, j, err := c.oneJob(ctx, fs, args)
+	a, j, err := c.oneJob(ctx, fs, args, func() error {
+		if *tail < 0 {
+			return usagef(c.helpRef(), "--tail must not be negative")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -360,7 +405,7 @@ func cmdJobLogs(ctx context.Context, c *cli, args []string) error {
 }
 
 func cmdJobCancel(ctx context.Context, c *cli, args []string) error {
-	a, j, err := c.oneJob(ctx, c.flags(), args)
+	a, j, err := c.oneJob(ctx, c.flags(), args, nil)
 	if err != nil {
 		return err
 	}
@@ -388,7 +433,7 @@ func cmdJobCancel(ctx context.Context, c *cli, args []string) error {
 }
 
 func cmdJobArtifacts(ctx context.Context, c *cli, args []string) error {
-	a, j, err := c.oneJob(ctx, c.flags(), args)
+	a, j, err := c.oneJob(ctx, c.flags(), args, nil)
 	if err != nil {
 		return err
 	}
@@ -410,4 +455,12 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+func joinStatuses(s []agentlab.JobStatus) string {
+	out := make([]string, len(s))
+	for i, st := range s {
+		out[i] = string(st)
+	}
+	return strings.Join(out, ", ")
 }

@@ -18,14 +18,16 @@ func cmdLogs(ctx context.Context, c *cli, args []string) error {
 		"that held the same VMID")
 	follow := fs.Bool("follow", false, "keep printing new events until the sandbox is "+
 		"destroyed or you press Ctrl-C")
-	a, sb, _, err := c.oneSandbox(ctx, fs, args, 1)
+	a, sb, _, err := c.oneSandbox(ctx, fs, args, 1, func([]string) error {
+		if *tail < 0 {
+			return usagef(c.helpRef(), "--tail must not be negative")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer a.Close(ctx)
-	if *tail < 0 {
-		return usagef(c.helpRef(), "--tail must be positive")
-	}
 	f := agentlab.EventFilter{VMID: sb.VMID(), Limit: *tail, Last: *tail > 0}
 	for {
 		evs, err := a.m.Events(ctx, f)

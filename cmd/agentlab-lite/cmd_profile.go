@@ -120,6 +120,8 @@ func cmdProfileValidate(ctx context.Context, c *cli, args []string) error {
 			return err
 		}
 		pos = []string{cfg.ProfilesDir}
+	} else if err := c.act(); err != nil {
+		return err
 	}
 	set, err := agentlab.LoadProfiles(pos...)
 	if err != nil {

@@ -89,7 +89,7 @@ func cmdSandboxNew(ctx context.Context, c *cli, args []string) error {
 		"(default: the profile's)")
 	var keep optBool
 	fs.Var(&keep, "keepalive", "keep the sandbox after its job ends")
-	labels := pairsFlag{}
+	labels := labelsFlag{}
 	fs.Var(labels, "label", "label `k=v` (repeatable)")
 	noWait := fs.Bool("no-wait", false, "return once the VM boots; a detached process "+
 		"finishes readiness")
@@ -100,6 +100,11 @@ func cmdSandboxNew(ctx context.Context, c *cli, args []string) error {
 	if *profile == "" {
 		return usagef(c.helpRef(), "missing --profile (see agentlab-lite profile list)")
 	}
+	for _, err := range []error{checkName(*name), checkVMID(*vmid)} {
+		if err != nil {
+			return usagef(c.helpRef(), "%v", err)
+		}
+	}
 	a, err := c.open(ctx, modeCommand)
 	if err != nil {
 		return err
@@ -109,7 +114,7 @@ func cmdSandboxNew(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	req := agentlab.CreateRequest{Profile: *profile, Name: *name, VMID: *vmid, TTL: ttl.d,
-		Keepalive: keep.ptr(), Labels: labels}
+		Keepalive: keep.ptr(), Labels: map[string]string(labels)}
 	if len(labels) == 0 {
 		req.Labels = nil
 	}
@@ -143,13 +148,13 @@ func cmdSandboxList(ctx context.Context, c *cli, args []string) error {
 	var states listFlag
 	fs.Var(&states, "state", "only this `STATE` (repeatable)")
 	profile := fs.String("profile", "", "only this profile")
-	labels := pairsFlag{}
+	labels := labelsFlag{}
 	fs.Var(labels, "label", "only sandboxes with label `k=v` (repeatable)")
 	_, _, err := c.args(fs, args, 0, 0)
 	if err != nil {
 		return err
 	}
-	f := agentlab.SandboxFilter{Profile: *profile, Labels: labels}
+	f := agentlab.SandboxFilter{Profile: *profile, Labels: map[string]string(labels)}
 	for _, s := range states {
 		st := agentlab.State(strings.ToUpper(s))
 		if !st.Valid() {
@@ -192,12 +197,22 @@ func (c *cli) printSandboxes(a *app, recs []agentlab.SandboxRecord) error {
 	return t.flush()
 }
 
-// oneSandbox parses "CMD VMID" with the given flags and opens the app.
-func (c *cli) oneSandbox(ctx context.Context, fs *flag.FlagSet, args []string, nargs int) (
-	*app, *agentlab.Sandbox, []string, error) {
+// oneSandbox parses "CMD VMID [ARG...]" (nargs positional arguments) with
+// the given flags, runs check (when not nil) on the positional arguments
+// before anything is opened, then opens the app and finds the sandbox.
+func (c *cli) oneSandbox(ctx context.Context, fs *flag.FlagSet, args []string, nargs int,
+	check ...func(pos []string) error) (*app, *agentlab.Sandbox, []string, error) {
 	pos, _, err := c.args(fs, args, nargs, nargs)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if strings.TrimSpace(pos[0]) == "" {
+		return nil, nil, nil, usagef(c.helpRef(), "empty VMID (see agentlab-lite sandbox list)")
+	}
+	for _, fn := range check {
+		if err := fn(pos); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	a, err := c.open(ctx, modeCommand)
 	if err != nil {
@@ -293,7 +308,7 @@ func cmdSandboxRevert(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	defer a.Close(ctx)
-	if err := c.confirmDiscard(sb, *force, "revert"); err != nil {
+	if err := c.confirmDiscard(sb, *force, "revert", ""); err != nil {
 		return err
 	}
 	err = c.withProgress(a, sb.VMID(), func() error {
@@ -304,12 +319,13 @@ func cmdSandboxRevert(ctx context.Context, c *cli, args []string) error {
 
 // confirmDiscard asks before rolling back a running sandbox: on a terminal
 // it wants "yes"; elsewhere it needs --force.
-func (c *cli) confirmDiscard(sb *agentlab.Sandbox, force bool, verb string) error {
+// more is what follows the VMID in the command to repeat with --force.
+func (c *cli) confirmDiscard(sb *agentlab.Sandbox, force bool, verb, more string) error {
 	st := sb.Record().State
 	if force || (st != agentlab.StateRunning && st != agentlab.StateReady) {
 		return nil
 	}
-	next := fmt.Sprintf("agentlab-lite sandbox %s --force %d ...", verb, sb.VMID())
+	next := fmt.Sprintf("agentlab-lite sandbox %s --force %d%s", verb, sb.VMID(), more)
 	in, ok := c.stdin.(*os.File)
 	if c.json || !ok || !isTerminal(in) || !c.interactive() {
 		return failf(next, "%s discards the changes of %s sandbox %d; pass --force", verb,
@@ -328,14 +344,16 @@ func cmdLeaseRenew(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	var ttl ttlFlag
 	fs.Var(&ttl, "ttl", "new lease from now: minutes (120) or a duration (45m, 2h) (required)")
-	a, sb, _, err := c.oneSandbox(ctx, fs, args, 1)
+	a, sb, _, err := c.oneSandbox(ctx, fs, args, 1, func([]string) error {
+		if !ttl.set || ttl.d < 0 {
+			return usagef(c.helpRef(), "lease renew needs --ttl with a duration such as 90m")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer a.Close(ctx)
-	if !ttl.set || ttl.d < 0 {
-		return usagef(c.helpRef(), "lease renew needs --ttl with a duration such as 90m")
-	}
 	if err := sb.RenewLease(ctx, ttl.d); err != nil {
 		return explain(err, "agentlab-lite sandbox --help")
 	}

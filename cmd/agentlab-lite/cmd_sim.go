@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -302,6 +303,12 @@ func cmdSimServe(ctx context.Context, c *cli, args []string) error {
 	if o.nodes, o.delays, o.faults, err = simFlags(*nodes, delays, faults); err != nil {
 		return usagef(c.helpRef(), "%v", err)
 	}
+	if o.taskDelay < 0 || o.agentDelay < 0 {
+		return usagef(c.helpRef(), "--task-delay and --agent-delay must not be negative")
+	}
+	if err := c.act(); err != nil {
+		return err
+	}
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
@@ -319,14 +326,19 @@ func cmdSimServe(ctx context.Context, c *cli, args []string) error {
 	return c.maintainConfig(ctx, cfg, nil)
 }
 
+// simFlags checks and converts the simulator flags that need parsing:
+// the node list, the per-task delays and the fault specs.
 func simFlags(nodes string, delays pairsFlag, faults listFlag) ([]string,
 	map[string]time.Duration, []pvesim.Fault, error) {
-	ns := strings.Split(nodes, ",")
+	ns, err := parseNodes(nodes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	ds := map[string]time.Duration{}
 	for k, v := range delays {
 		d, err := time.ParseDuration(v)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--delay %s=%s: %w", k, v, err)
+		if err != nil || d < 0 {
+			return nil, nil, nil, fmt.Errorf("--delay %s=%s: want a duration such as 2s", k, v)
 		}
 		ds[k] = d
 	}
@@ -341,57 +353,132 @@ func simFlags(nodes string, delays pairsFlag, faults listFlag) ([]string,
 	return ns, ds, fs, nil
 }
 
+var nodeRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// parseNodes reads the comma-separated --nodes list: distinct host names.
+func parseNodes(s string) ([]string, error) {
+	var ns []string
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		switch {
+		case !nodeRE.MatchString(n):
+			return nil, fmt.Errorf("--nodes: %q is not a node name (letters, digits and -)", n)
+		case slices.Contains(ns, n):
+			return nil, fmt.Errorf("--nodes: %q is listed twice", n)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
+}
+
 // parseFault reads a fault spec: comma-separated key=value settings and
-// flags (drop-conn, drop-response, lock-timeout, nextid-taken).
+// flags (drop-conn, drop-response, lock-timeout, nextid-taken,
+// apply-anyway). Every setting is checked; a fault that does nothing is
+// refused.
 func parseFault(spec string) (pvesim.Fault, error) {
 	var f pvesim.Fault
+	seen := map[string]bool{}
 	for _, part := range strings.Split(spec, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		if err := setFault(&f, k, v); err != nil {
-			return f, err
+		k, v, hasVal := strings.Cut(strings.TrimSpace(part), "=")
+		switch {
+		case k == "":
+			return pvesim.Fault{}, errors.New("empty setting (a stray comma?)")
+		case seen[k]:
+			return pvesim.Fault{}, fmt.Errorf("setting %q given twice", k)
+		}
+		seen[k] = true
+		if err := setFault(&f, k, v, hasVal); err != nil {
+			return pvesim.Fault{}, err
 		}
 	}
 	if f.Status == 0 && f.Latency == 0 && !f.DropConn && !f.DropResponse &&
 		f.FailTask == "" && !f.LockTimeout && !f.NextIDTaken {
-		return f, errors.New("the fault does nothing: give status, latency, drop-conn, " +
-			"drop-response, fail-task, lock-timeout or nextid-taken")
+		return pvesim.Fault{}, errors.New("the fault does nothing: give status, latency, " +
+			"drop-conn, drop-response, fail-task, lock-timeout or nextid-taken")
 	}
 	return f, nil
 }
 
-func setFault(f *pvesim.Fault, k, v string) error {
+// faultFlags are the fault settings that take no value (or a boolean).
+var faultFlags = map[string]func(*pvesim.Fault) *bool{
+	"drop-conn":     func(f *pvesim.Fault) *bool { return &f.DropConn },
+	"drop-response": func(f *pvesim.Fault) *bool { return &f.DropResponse },
+	"lock-timeout":  func(f *pvesim.Fault) *bool { return &f.LockTimeout },
+	"nextid-taken":  func(f *pvesim.Fault) *bool { return &f.NextIDTaken },
+	"apply-anyway":  func(f *pvesim.Fault) *bool { return &f.ApplyAnyway },
+}
+
+var (
+	methodRE   = regexp.MustCompile(`^[A-Za-z]{1,16}$`)
+	taskTypeRE = regexp.MustCompile(`^(\*|[a-z][a-z0-9]{0,31})$`)
+)
+
+// setFault applies one setting k=v of a fault spec.
+func setFault(f *pvesim.Fault, k, v string, hasVal bool) error {
+	if ptr, ok := faultFlags[k]; ok {
+		b, err := true, error(nil)
+		if hasVal {
+			if b, err = strconv.ParseBool(v); err != nil {
+				return fmt.Errorf("%s=%q: want true or false (or no value)", k, v)
+			}
+		}
+		*ptr(f) = b
+		return nil
+	}
+	if !hasVal {
+		return fmt.Errorf("setting %q needs a value (%s=...) or is unknown", k, k)
+	}
 	var err error
 	switch k {
 	case "method":
 		f.Method = strings.ToUpper(v)
+		err = matchErr(methodRE, v, "an HTTP method such as POST")
 	case "path":
 		f.Path, err = regexp.Compile(v)
 	case "vmid":
 		f.VMID, err = strconv.Atoi(v)
+		if err == nil && f.VMID != 0 {
+			err = checkVMID(f.VMID)
+		}
 	case "status":
 		f.Status, err = strconv.Atoi(v)
+		if err == nil && (f.Status < 400 || f.Status > 599) {
+			err = errors.New("want an error status, 400-599")
+		}
 	case "message":
 		f.Message = v
 	case "latency":
 		f.Latency, err = time.ParseDuration(v)
+		if err == nil && f.Latency < 0 {
+			err = errors.New("the latency is negative")
+		}
 	case "fail-task":
 		f.FailTask = v
+		err = matchErr(taskTypeRE, v, "a task type such as qmclone, or *")
 	case "count":
 		f.Count, err = strconv.Atoi(v)
+		if err == nil && f.Count < 0 {
+			err = errors.New("the count is negative")
+		}
 	case "prob":
 		f.Probability, err = strconv.ParseFloat(v, 64)
-	case "drop-conn":
-		f.DropConn = true
-	case "drop-response":
-		f.DropResponse = true
-	case "lock-timeout":
-		f.LockTimeout = true
-	case "nextid-taken":
-		f.NextIDTaken = true
+		if err == nil && !(f.Probability > 0 && f.Probability <= 1) {
+			err = errors.New("want a probability in (0, 1]")
+		}
 	default:
 		return fmt.Errorf("unknown setting %q", k)
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("%s=%q: %w", k, v, err)
+	}
+	return nil
+}
+
+func matchErr(re *regexp.Regexp, v, want string) error {
+	if !re.MatchString(v) {
+		return errors.New("want " + want)
+	}
+	return nil
 }
 
 func (c *cli) simBanner(srv *pvesim.Server, cfg *config) {

@@ -36,15 +36,12 @@ func cmdSnapshotSave(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	memory := fs.Bool("memory", false, "include RAM, so a restore resumes running processes")
 	force := fs.Bool("force", false, "replace a snapshot of the same name")
-	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2)
+	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2, c.snapshotName)
 	if err != nil {
 		return err
 	}
 	defer a.Close(ctx)
 	name := rest[0]
-	if err := agentlab.ValidateSnapshotName(name); err != nil {
-		return usagef(c.helpRef(), "%s", sdkText(err))
-	}
 	_, exists, err := findSnapshot(ctx, sb, name)
 	if err != nil {
 		return explain(err, "")
@@ -78,6 +75,14 @@ func cmdSnapshotSave(ctx context.Context, c *cli, args []string) error {
 	}
 	kv(c.stdout, "Sandbox", fmt.Sprint(out.Sandbox), "Snapshot", name,
 		"Created At", ts(info.CreatedAt))
+	return nil
+}
+
+// snapshotName checks the snapshot name, the second positional argument.
+func (c *cli) snapshotName(pos []string) error {
+	if err := agentlab.ValidateSnapshotName(pos[1]); err != nil {
+		return usagef(c.helpRef(), "%s", sdkText(err))
+	}
 	return nil
 }
 
@@ -115,13 +120,13 @@ func cmdSnapshotRestore(ctx context.Context, c *cli, args []string) error {
 	force := fs.Bool("force", false, "do not ask for confirmation")
 	stopped := fs.Bool("stopped", false, "leave the sandbox stopped afterwards "+
 		"(default: back to its previous run state)")
-	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2)
+	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2, c.snapshotName)
 	if err != nil {
 		return err
 	}
 	defer a.Close(ctx)
 	name := rest[0]
-	if err := c.confirmDiscard(sb, *force, "snapshot restore"); err != nil {
+	if err := c.confirmDiscard(sb, *force, "snapshot restore", " "+name); err != nil {
 		return err
 	}
 	err = c.withProgress(a, sb.VMID(), func() error {
@@ -145,7 +150,7 @@ func cmdSnapshotRestore(ctx context.Context, c *cli, args []string) error {
 func cmdSnapshotDelete(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	force := fs.Bool("force", false, "also delete the \"clean\" snapshot revert uses")
-	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2)
+	a, sb, rest, err := c.oneSandbox(ctx, fs, args, 2, c.snapshotName)
 	if err != nil {
 		return err
 	}

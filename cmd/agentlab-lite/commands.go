@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -104,23 +105,58 @@ func versionLine() string {
 	return fmt.Sprintf("version=%s commit=%s date=%s", version, commit, date)
 }
 
+// maxTTL is the longest lease a command line may ask for, as long as a
+// profile's ttl_minutes_default may be; "never" is the way to ask for more.
+const maxTTL = 365 * 24 * time.Hour
+
+var (
+	errTTLSyntax  = errors.New("want minutes (120), a duration (45m, 2h) or never")
+	errTTLShort   = errors.New("the lease must be at least one minute")
+	errTTLTooLong = errors.New("the lease may be at most one year (525600 minutes); " +
+		"use never for no expiry")
+	// durationRE matches what time.ParseDuration accepts, so that a
+	// well-formed duration it refuses is known to be out of range.
+	durationRE = regexp.MustCompile(`^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+)
+
 // parseTTL reads a lease: minutes as a bare number ("120"), a Go duration
-// ("45m", "2h"), or "never". It returns a negative duration for never.
+// ("45m", "2h"), or "never" (also "none"). An accepted lease is between one
+// minute and maxTTL, or -1 for never; the error says what is wrong.
 func parseTTL(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "never" || s == "none" {
 		return -1, nil
 	}
+	negative := strings.HasPrefix(s, "-")
 	var d time.Duration
-	if n, err := strconv.Atoi(s); err == nil {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n > int64(maxTTL/time.Minute) {
+			return 0, errTTLTooLong
+		}
 		d = time.Duration(n) * time.Minute
+	} else if errors.Is(err, strconv.ErrRange) {
+		return 0, ttlRangeErr(negative)
 	} else if d, err = time.ParseDuration(s); err != nil {
-		return 0, errors.New("want minutes (120), a duration (45m, 2h) or never")
+		if durationRE.MatchString(s) {
+			return 0, ttlRangeErr(negative)
+		}
+		return 0, errTTLSyntax
 	}
-	if d < time.Minute {
-		return 0, errors.New("the lease must be at least one minute")
+	switch {
+	case d < time.Minute:
+		return 0, errTTLShort
+	case d > maxTTL:
+		return 0, errTTLTooLong
 	}
 	return d, nil
+}
+
+// ttlRangeErr is the error for a number too large to represent.
+func ttlRangeErr(negative bool) error {
+	if negative {
+		return errTTLShort
+	}
+	return errTTLTooLong
 }
 
 // ttlFlag is a --ttl flag value.
@@ -155,9 +191,9 @@ func (p pairsFlag) String() string { return labelString(p) }
 
 // Set implements flag.Value; it parses one occurrence of the flag.
 func (p pairsFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("%q is not key=value", s)
+	k, v, err := splitPair(s)
+	if err != nil {
+		return err
 	}
 	p[k] = v
 	return nil

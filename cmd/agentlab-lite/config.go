@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
 
@@ -20,69 +25,72 @@ import (
 // the Proxmox URL, token ID and one source of the token secret; relative
 // paths are relative to the file's directory.
 type fileConfig struct {
-	Proxmox      proxmoxConfig `yaml:"proxmox"`
-	VMIDMin      int           `yaml:"vmid_min"`
-	VMIDMax      int           `yaml:"vmid_max"`
-	Owner        string        `yaml:"owner"`
-	SSH          sshConfig     `yaml:"ssh"`
-	ProfilesDir  string        `yaml:"profiles_dir"`
-	Database     string        `yaml:"database"`
-	ArtifactsDir string        `yaml:"artifacts_dir"`
-	StateDir     string        `yaml:"state_dir"`
-	Timeouts     timeouts      `yaml:"timeouts"`
-	Maintenance  maintenance   `yaml:"maintenance"`
+	Proxmox      proxmoxConfig `yaml:"proxmox,omitempty"`
+	VMIDMin      int           `yaml:"vmid_min,omitempty"`
+	VMIDMax      int           `yaml:"vmid_max,omitempty"`
+	Owner        string        `yaml:"owner,omitempty"`
+	SSH          sshConfig     `yaml:"ssh,omitempty"`
+	ProfilesDir  string        `yaml:"profiles_dir,omitempty"`
+	Database     string        `yaml:"database,omitempty"`
+	ArtifactsDir string        `yaml:"artifacts_dir,omitempty"`
+	StateDir     string        `yaml:"state_dir,omitempty"`
+	Timeouts     timeouts      `yaml:"timeouts,omitempty"`
+	Maintenance  maintenance   `yaml:"maintenance,omitempty"`
 }
 
 type proxmoxConfig struct {
-	URL              string    `yaml:"url"`
-	TokenID          string    `yaml:"token_id"`
-	TokenSecret      string    `yaml:"token_secret"`
-	TokenSecretFile  string    `yaml:"token_secret_file"`
-	TokenSecretEnv   string    `yaml:"token_secret_env"`
-	TLS              tlsConfig `yaml:"tls"`
-	Nodes            []string  `yaml:"nodes"`
-	GuestCIDR        string    `yaml:"guest_cidr"`
-	Bridge           string    `yaml:"bridge"`
-	Storage          string    `yaml:"storage"`
-	CloneConcurrency int       `yaml:"clone_concurrency"`
-	PollInterval     duration  `yaml:"poll_interval"`
+	URL              string    `yaml:"url,omitempty"`
+	TokenID          string    `yaml:"token_id,omitempty"`
+	TokenSecret      string    `yaml:"token_secret,omitempty"`
+	TokenSecretFile  string    `yaml:"token_secret_file,omitempty"`
+	TokenSecretEnv   string    `yaml:"token_secret_env,omitempty"`
+	TLS              tlsConfig `yaml:"tls,omitempty"`
+	Nodes            []string  `yaml:"nodes,omitempty"`
+	GuestCIDR        string    `yaml:"guest_cidr,omitempty"`
+	Bridge           string    `yaml:"bridge,omitempty"`
+	Storage          string    `yaml:"storage,omitempty"`
+	CloneConcurrency int       `yaml:"clone_concurrency,omitempty"`
+	PollInterval     duration  `yaml:"poll_interval,omitempty"`
 }
 
 type tlsConfig struct {
-	CAFile             string `yaml:"ca_file"`
-	Fingerprint        string `yaml:"fingerprint"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	CAFile             string `yaml:"ca_file,omitempty"`
+	Fingerprint        string `yaml:"fingerprint,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
 }
 
 type sshConfig struct {
-	Key             string     `yaml:"key"`
-	TrustOnFirstUse bool       `yaml:"trust_on_first_use"`
-	ConnectTimeout  duration   `yaml:"connect_timeout"`
-	Jump            jumpConfig `yaml:"jump"`
+	Key             string     `yaml:"key,omitempty"`
+	TrustOnFirstUse bool       `yaml:"trust_on_first_use,omitempty"`
+	ConnectTimeout  duration   `yaml:"connect_timeout,omitempty"`
+	Jump            jumpConfig `yaml:"jump,omitempty"`
 }
 
 type jumpConfig struct {
-	Addr    string `yaml:"addr"`
-	User    string `yaml:"user"`
-	HostKey string `yaml:"host_key"`
+	Addr    string `yaml:"addr,omitempty"`
+	User    string `yaml:"user,omitempty"`
+	HostKey string `yaml:"host_key,omitempty"`
 }
 
 type timeouts struct {
-	Ready        duration `yaml:"ready"`
-	Stop         duration `yaml:"stop"`
-	JobHeartbeat duration `yaml:"job_heartbeat"`
+	Ready        duration `yaml:"ready,omitempty"`
+	Stop         duration `yaml:"stop,omitempty"`
+	JobHeartbeat duration `yaml:"job_heartbeat,omitempty"`
 }
 
 // maintenance tunes the maintenance process (reconcile --watch, sim
 // serve); zero values keep the SDK's defaults.
 type maintenance struct {
-	ReconcileInterval duration `yaml:"reconcile_interval"`
-	ReapInterval      duration `yaml:"reap_interval"`
-	IdleInterval      duration `yaml:"idle_interval"`
+	ReconcileInterval duration `yaml:"reconcile_interval,omitempty"`
+	ReapInterval      duration `yaml:"reap_interval,omitempty"`
+	IdleInterval      duration `yaml:"idle_interval,omitempty"`
 }
 
 // duration is a time.Duration written as "90s", "5m" or "1h30m" in YAML.
 type duration time.Duration
+
+// MarshalYAML implements yaml.Marshaler, writing what UnmarshalYAML reads.
+func (d duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
@@ -166,11 +174,25 @@ func loadConfig(path, source string, getenv func(string) string) (*config, error
 	if err != nil {
 		return nil, &configError{path: abs, msg: err.Error()}
 	}
-	cfg := &config{Path: abs, Dir: filepath.Dir(abs)}
-	if err := decodeStrict(abs, data, &cfg.fileConfig); err != nil {
+	return parseConfig(abs, data, configEnv{getenv: getenv, readFile: readLimited})
+}
+
+// configEnv is what a configuration file may refer to outside itself: the
+// environment (token_secret_env) and files (token_secret_file).
+type configEnv struct {
+	getenv   func(string) string
+	readFile func(path string, limit int64) ([]byte, error)
+}
+
+// parseConfig decodes the configuration file's content; path (absolute)
+// is where it came from, the base of relative paths. Every error is a
+// *configError naming the file and the key or line at fault.
+func parseConfig(path string, data []byte, env configEnv) (*config, error) {
+	cfg := &config{Path: path, Dir: filepath.Dir(path)}
+	if err := decodeStrict(path, data, &cfg.fileConfig); err != nil {
 		return nil, err
 	}
-	if err := cfg.complete(getenv); err != nil {
+	if err := cfg.complete(env); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -200,7 +222,15 @@ func decodeStrict(path string, data []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(v)
-	if err == nil || errors.Is(err, io.EOF) {
+	if err == nil {
+		var extra yaml.Node
+		if dec.Decode(&extra) != io.EOF {
+			return &configError{path: path, msg: "more than one YAML document " +
+				"(a line with --- ?); the file holds one"}
+		}
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
 		return nil
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
@@ -222,7 +252,7 @@ func decodeStrict(path string, data []byte, v any) error {
 
 // complete checks required settings, resolves the token secret, and fills
 // defaults and absolute paths.
-func (c *config) complete(getenv func(string) string) error {
+func (c *config) complete(env configEnv) error {
 	p := &c.Proxmox
 	switch {
 	case p.URL == "":
@@ -230,25 +260,136 @@ func (c *config) complete(getenv func(string) string) error {
 	case p.TokenID == "":
 		return c.missing("proxmox.token_id")
 	}
-	secret, err := c.tokenSecret(getenv)
+	secret, err := c.tokenSecret(env)
 	if err != nil {
 		return err
 	}
 	c.TokenSecret = secret
+	if err := c.check(); err != nil {
+		return err
+	}
+	c.setPaths()
+	return nil
+}
+
+// check validates the settings that have a format or a range, so that a
+// mistake is reported when the file is read, before anything is opened.
+func (c *config) check() error {
+	p := &c.Proxmox
+	for _, fn := range []func() string{c.checkProxmox, c.checkRange, c.checkSSH} {
+		if msg := fn(); msg != "" {
+			return &configError{path: c.Path, msg: msg}
+		}
+	}
 	if p.GuestCIDR != "" {
 		pfx, err := netip.ParsePrefix(p.GuestCIDR)
 		if err != nil {
 			return &configError{path: c.Path, msg: fmt.Sprintf(
 				"proxmox.guest_cidr %q is not a CIDR such as 10.77.0.0/16", p.GuestCIDR)}
 		}
-		c.GuestCIDR = pfx
+		c.GuestCIDR = pfx.Masked()
 	}
-	if (c.VMIDMin == 0) != (c.VMIDMax == 0) || c.VMIDMin > c.VMIDMax {
-		return &configError{path: c.Path, msg: fmt.Sprintf(
-			"vmid_min %d and vmid_max %d must both be set, min <= max", c.VMIDMin, c.VMIDMax)}
-	}
-	c.setPaths()
 	return nil
+}
+
+var tokenIDRE = regexp.MustCompile(`^[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*$`)
+
+// checkProxmox checks the API settings; it returns what is wrong, or "".
+func (c *config) checkProxmox() string {
+	p := &c.Proxmox
+	u, err := url.Parse(p.URL)
+	if !strings.Contains(p.URL, "://") {
+		u, err = url.Parse("https://" + p.URL)
+	}
+	switch {
+	case err != nil || u.Host == "" || u.Scheme != "https":
+		return fmt.Sprintf("proxmox.url %q is not an https URL such as "+
+			"https://pve1.example.net:8006", p.URL)
+	case !tokenIDRE.MatchString(p.TokenID):
+		return fmt.Sprintf("proxmox.token_id %q is not a token ID such as agentlab@pve!cli",
+			p.TokenID)
+	case p.TLS.Fingerprint != "" && !isFingerprint(p.TLS.Fingerprint):
+		return fmt.Sprintf("proxmox.tls.fingerprint %q is not a SHA-256 fingerprint "+
+			"(32 hex bytes, colons allowed)", p.TLS.Fingerprint)
+	case p.CloneConcurrency < 0:
+		return "proxmox.clone_concurrency must not be negative"
+	}
+	for _, n := range p.Nodes {
+		if !nodeRE.MatchString(n) {
+			return fmt.Sprintf("proxmox.nodes: %q is not a node name", n)
+		}
+	}
+	return ""
+}
+
+// isFingerprint reports whether s is a SHA-256 digest in hex, with or
+// without colons, as the PVE GUI shows it.
+func isFingerprint(s string) bool {
+	b, err := hex.DecodeString(strings.NewReplacer(":", "", " ", "").Replace(s))
+	return err == nil && len(b) == sha256.Size
+}
+
+// checkRange checks the VMID range; it returns what is wrong, or "".
+func (c *config) checkRange() string {
+	switch {
+	case c.VMIDMin == 0 && c.VMIDMax == 0:
+		return ""
+	case c.VMIDMin == 0 || c.VMIDMax == 0 || c.VMIDMin > c.VMIDMax:
+		return fmt.Sprintf("vmid_min %d and vmid_max %d must both be set, min <= max",
+			c.VMIDMin, c.VMIDMax)
+	case checkVMID(c.VMIDMin) != nil || checkVMID(c.VMIDMax) != nil:
+		return fmt.Sprintf("vmid_min %d and vmid_max %d must lie in %d-%d", c.VMIDMin,
+			c.VMIDMax, minVMID, maxVMID)
+	}
+	return ""
+}
+
+// checkSSH checks the jump host: a jump host is never trusted on first
+// use, so its key is required; it returns what is wrong, or "".
+func (c *config) checkSSH() string {
+	j := c.SSH.Jump
+	switch {
+	case j.Addr == "" && (j.User != "" || j.HostKey != ""):
+		return "ssh.jump.addr is missing (ssh.jump has a user or host_key)"
+	case j.Addr == "":
+		return ""
+	case j.HostKey == "":
+		return "missing setting ssh.jump.host_key (the jump host's public key, as in " +
+			"known_hosts: ssh-ed25519 AAAA...)"
+	}
+	addr, err := hostPort(j.Addr, "22")
+	if err != nil {
+		return fmt.Sprintf("ssh.jump.addr %q is not host or host:port", j.Addr)
+	}
+	c.SSH.Jump.Addr = addr
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(j.HostKey)); err != nil {
+		return fmt.Sprintf("ssh.jump.host_key is not a public key line: %v", err)
+	}
+	return ""
+}
+
+// hostPort normalizes "host" or "host:port" (IPv6 in brackets) to
+// "host:port", adding the default port.
+func hostPort(addr, port string) (string, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, p = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), port
+	}
+	n, perr := strconv.Atoi(p)
+	switch {
+	case host == "" || strings.ContainsAny(host, " \t/@[]"):
+		return "", errors.New("bad host")
+	case perr != nil || n < 1 || n > 65535:
+		return "", errors.New("bad port")
+	case strings.Contains(host, ":") && !isIPv6(host):
+		return "", errors.New("bad host")
+	}
+	return net.JoinHostPort(host, p), nil
+}
+
+func isIPv6(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6()
 }
 
 func (c *config) missing(key string) error {
@@ -256,8 +397,22 @@ func (c *config) missing(key string) error {
 }
 
 // tokenSecret resolves exactly one of token_secret, token_secret_file and
-// token_secret_env.
-func (c *config) tokenSecret(getenv func(string) string) (string, error) {
+// token_secret_env, and checks that the secret can go into an HTTP header.
+// No error quotes the secret.
+func (c *config) tokenSecret(env configEnv) (string, error) {
+	secret, source, err := c.rawTokenSecret(env)
+	if err != nil {
+		return "", err
+	}
+	if strings.IndexFunc(secret, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", &configError{path: c.Path, msg: source + ": the secret contains spaces " +
+			"or control characters"}
+	}
+	return secret, nil
+}
+
+// rawTokenSecret returns the trimmed secret and the key it came from.
+func (c *config) rawTokenSecret(env configEnv) (secret, source string, err error) {
 	p := &c.Proxmox
 	n := 0
 	for _, s := range []string{p.TokenSecret, p.TokenSecretFile, p.TokenSecretEnv} {
@@ -267,25 +422,33 @@ func (c *config) tokenSecret(getenv func(string) string) (string, error) {
 	}
 	switch {
 	case n == 0:
-		return "", c.missing("proxmox.token_secret (or token_secret_file, token_secret_env)")
+		return "", "", c.missing("proxmox.token_secret (or token_secret_file, " +
+			"token_secret_env)")
 	case n > 1:
-		return "", &configError{path: c.Path, msg: "set only one of proxmox.token_secret, " +
+		return "", "", &configError{path: c.Path, msg: "set only one of proxmox.token_secret, " +
 			"token_secret_file and token_secret_env"}
 	case p.TokenSecret != "":
-		return p.TokenSecret, nil
+		source = "proxmox.token_secret"
+		secret = strings.TrimSpace(p.TokenSecret)
 	case p.TokenSecretEnv != "":
-		v := strings.TrimSpace(getenv(p.TokenSecretEnv))
-		if v == "" {
-			return "", &configError{path: c.Path, msg: fmt.Sprintf(
-				"proxmox.token_secret_env: environment variable %s is empty", p.TokenSecretEnv)}
+		source = "proxmox.token_secret_env"
+		secret = strings.TrimSpace(env.getenv(p.TokenSecretEnv))
+		if secret == "" {
+			return "", "", &configError{path: c.Path, msg: fmt.Sprintf(
+				"%s: environment variable %s is empty", source, p.TokenSecretEnv)}
 		}
-		return v, nil
+	default:
+		source = "proxmox.token_secret_file"
+		data, err := env.readFile(c.abs(p.TokenSecretFile), 4096)
+		if err != nil {
+			return "", "", &configError{path: c.Path, msg: source + ": " + err.Error()}
+		}
+		secret = strings.TrimSpace(string(data))
 	}
-	data, err := readLimited(c.abs(p.TokenSecretFile), 4096)
-	if err != nil {
-		return "", &configError{path: c.Path, msg: "proxmox.token_secret_file: " + err.Error()}
+	if secret == "" {
+		return "", "", &configError{path: c.Path, msg: source + ": the secret is empty"}
 	}
-	return strings.TrimSpace(string(data)), nil
+	return secret, source, nil
 }
 
 // setPaths fills path defaults (next to the config file) and makes every

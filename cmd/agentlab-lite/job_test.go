@@ -123,7 +123,8 @@ func TestDemo(t *testing.T) {
 	r := runCLI(t, "demo")
 	require.Equal(t, 0, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	for _, s := range []string{"REQUESTED -> PROVISIONING", "ORIGINAL", "CHANGED",
-		"marker is ORIGINAL again", "ended COMPLETED", "demo finished"} {
+		"marker is ORIGINAL again", "ended COMPLETED", "the job's result: ok: 4 entries",
+		"demo finished"} {
 		require.Contains(t, r.stdout, s)
 	}
 }

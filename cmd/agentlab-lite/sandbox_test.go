@@ -188,6 +188,17 @@ func TestGuestCommands(t *testing.T) {
 	data, err := os.ReadFile(back)
 	require.NoError(t, err)
 	require.Equal(t, "payload\n", string(data))
+	// A destination ending in / (or the login directory, or a local
+	// directory) receives the source under its own name, as with cp.
+	e.ok("exec", vmid, "--", "mkdir", "-p", "d")
+	e.ok("cp", local, vmid+":d/")
+	e.ok("cp", local, vmid+":")
+	require.Equal(t, "payload\npayload\n", e.ok("exec", vmid, "--", "cat", "d/in.txt", "in.txt"))
+	into := t.TempDir()
+	require.Contains(t, e.ok("cp", vmid+":d/in.txt", into), "-> "+into)
+	data, err = os.ReadFile(filepath.Join(into, "in.txt"))
+	require.NoError(t, err)
+	require.Equal(t, "payload\n", string(data))
 
 	printed := e.ok("ssh", vmid, "--print", "--", "echo", "via-openssh")
 	require.Contains(t, printed, "StrictHostKeyChecking=yes")

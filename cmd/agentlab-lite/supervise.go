@@ -141,7 +141,10 @@ func readReply(ctx context.Context, r *os.File, logName string) (superviseReply,
 
 // cmdSupervise is the detached supervisor's side.
 func cmdSupervise(ctx context.Context, c *cli, args []string) error {
-	if _, _, err := c.parse(c.flags(), args); err != nil {
+	if _, _, err := c.args(c.flags(), args, 0, 0); err != nil {
+		return err
+	}
+	if err := c.act(); err != nil {
 		return err
 	}
 	// No terminal hangs up on a supervisor, and a parent gone before the

@@ -62,8 +62,20 @@ func (c *cli) logger() *slog.Logger {
 
 // loadConfig finds and loads the configuration file.
 func (c *cli) loadConfig() (*config, error) {
+	if err := c.act(); err != nil {
+		return nil, err
+	}
 	path, source := configLocation(c.configPath, c.getenv)
-	return loadConfig(path, source, c.getenv)
+	cfg, err := loadConfig(path, source, c.getenv)
+	if err != nil {
+		return nil, err
+	}
+	// The SDK's own warning goes to a logger that is silent by default.
+	if t := cfg.Proxmox.TLS; t.InsecureSkipVerify && t.Fingerprint == "" {
+		fmt.Fprintln(c.stderr, "warning: TLS verification of the Proxmox API is off "+
+			"(proxmox.tls.insecure_skip_verify); use it in a lab only")
+	}
+	return cfg, nil
 }
 
 // open loads the configuration and opens the app for a command.
