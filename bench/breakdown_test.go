@@ -115,6 +115,13 @@ func (s *timedStore) UpdateSandbox(ctx context.Context, vmid int,
 	return s.Store.UpdateSandbox(ctx, vmid, fn)
 }
 
+func (s *timedStore) UpdateSandboxEvents(ctx context.Context, vmid int,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (
+	agentlab.SandboxRecord, []agentlab.Event, error) {
+	defer s.write.since(time.Now())
+	return s.Store.UpdateSandboxEvents(ctx, vmid, fn)
+}
+
 func (s *timedStore) AppendEvent(ctx context.Context, ev *agentlab.Event) error {
 	defer s.write.since(time.Now())
 	return s.Store.AppendEvent(ctx, ev)
