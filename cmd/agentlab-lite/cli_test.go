@@ -322,7 +322,7 @@ func TestProfileValidate(t *testing.T) {
 	bad := writeFile(t, dir, "bad.yaml", "name: bad\ntemplate_vmid: 9000\nnetwork:\n  mood: nat\n")
 	r := runCLI(t, "profile", "validate", good)
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, "ok: 1 profiles (good)\n", r.stdout)
+	require.Equal(t, "ok: 1 profile (good)\n", r.stdout)
 	r = runCLI(t, "profile", "validate", bad)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "bad.yaml:4: mood: unknown key")

@@ -292,7 +292,8 @@ func cmdCopy(ctx context.Context, c *cli, args []string) error {
 		return c.printJSON(map[string]any{"sandbox": sb.VMID(), "direction": dir,
 			"source": pos[0], "destination": pos[1], "files": files, "bytes": bytes})
 	}
-	fmt.Fprintf(c.stdout, "copied %s -> %s (%d files, %d bytes)\n", pos[0], pos[1], files, bytes)
+	fmt.Fprintf(c.stdout, "copied %s -> %s (%s, %s)\n", pos[0], pos[1], count(files, "file"),
+		count(bytes, "byte"))
 	return nil
 }
 

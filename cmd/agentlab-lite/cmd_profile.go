@@ -130,7 +130,7 @@ func cmdProfileValidate(ctx context.Context, c *cli, args []string) error {
 	if c.json {
 		return c.printJSON(map[string]any{"valid": true, "profiles": set.Names()})
 	}
-	fmt.Fprintf(c.stdout, "ok: %d profiles (%s)\n", len(set.Names()),
+	fmt.Fprintf(c.stdout, "ok: %s (%s)\n", count(len(set.Names()), "profile"),
 		strings.Join(set.Names(), ", "))
 	return nil
 }

@@ -61,6 +61,14 @@ func dash(s string) string {
 	return s
 }
 
+// count writes "1 file", "2 files": n and the noun, plural unless n is 1.
+func count[N int | int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // table writes aligned columns; call flush when done.
 type table struct{ tw *tabwriter.Writer }
 

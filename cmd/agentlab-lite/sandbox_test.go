@@ -181,7 +181,7 @@ func TestGuestCommands(t *testing.T) {
 	require.Empty(t, r.stderr)
 
 	local := writeFile(t, t.TempDir(), "in.txt", "payload\n")
-	require.Contains(t, e.ok("cp", local, vmid+":in.txt"), "(1 files, 8 bytes)")
+	require.Contains(t, e.ok("cp", local, vmid+":in.txt"), "(1 file, 8 bytes)")
 	require.Equal(t, "payload\n", e.ok("exec", vmid, "--", "cat", "in.txt"))
 	back := filepath.Join(t.TempDir(), "back.txt")
 	e.ok("cp", vmid+":in.txt", back)
