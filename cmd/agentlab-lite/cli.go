@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // cli holds one invocation's streams and global options. Nothing in it is
@@ -156,8 +158,8 @@ func (c *cli) globalFlag(args []string, version, help *bool) (int, error) {
 	v, err := true, error(nil)
 	if hasVal {
 		if v, err = strconv.ParseBool(val); err != nil {
-			return 0, usagef("agentlab-lite --help", "invalid boolean value %q for flag -%s",
-				val, name)
+			return 0, usagef("agentlab-lite --help",
+				"invalid value %q for flag --%s: want true or false", val, name)
 		}
 	}
 	*target = v
@@ -175,6 +177,11 @@ func (c *cli) leaf(path, rest []string, help bool) (*command, []string, error) {
 	}
 	if len(path) > 0 && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		return nil, nil, unknownCommand(p, rest[0])
+	}
+	if len(rest) > 0 && looksLikeFlag(rest[0]) && !isHelpFlag(rest[0]) {
+		name, _, _ := strings.Cut(strings.TrimLeft(rest[0], "-"), "=")
+		return nil, nil, usagef(strings.TrimSpace("agentlab-lite help "+p),
+			"unknown flag %s", dashed(name))
 	}
 	if len(path) == 0 {
 		return nil, nil, unknownCommand("", rest[0])
@@ -316,17 +323,81 @@ func (c *cli) flagError(fs *flag.FlagSet, err error) error {
 		c.commandHelp(fs)
 		return errHelp
 	}
-	msg := err.Error()
-	if f, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-		msg = "unknown flag " + "-" + f
-	}
-	msg = strings.Replace(msg, " for flag -", " for flag --", 1)
-	ce := usagef(c.helpRef(), "%s", msg)
+	ce := usagef(c.helpRef(), "%s", flagMessage(fs, err.Error()))
 	if c.cmd != nil && (c.cmd.path == "ssh" || c.cmd.path == "exec") {
 		ce.hints = []string{"put the command after --: agentlab-lite " + c.cmd.path +
 			" VMID -- CMD ARGS..."}
 	}
 	return ce
+}
+
+// flagValueError matches the flag package's complaints about a value:
+// `invalid value "x" for flag -n: parse error`, and the boolean variant.
+var flagValueError = regexp.MustCompile(
+	`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-(\S+): (.*)$`)
+
+// flagMessage rewrites the flag package's error messages in the CLI's
+// terms: flags spelled as they are typed (--name, -n), and "parse error"
+// replaced by what the flag wants.
+func flagMessage(fs *flag.FlagSet, msg string) string {
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag " + dashed(name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return "flag " + dashed(name) + " needs a value"
+	}
+	m := flagValueError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	why := m[3]
+	if why == "parse error" || strings.HasPrefix(why, "strconv.") {
+		why = wantFor(fs.Lookup(m[2]))
+	}
+	return fmt.Sprintf("invalid value %s for flag %s: %s", m[1], dashed(m[2]), why)
+}
+
+// wantFor says what kind of value a built-in flag takes.
+func wantFor(f *flag.Flag) string {
+	var v any
+	if f != nil {
+		if g, ok := f.Value.(flag.Getter); ok {
+			v = g.Get()
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			v = true
+		}
+	}
+	switch v.(type) {
+	case bool:
+		return "want true or false"
+	case int, int64, uint, uint64:
+		return "want a whole number"
+	case float64:
+		return "want a number"
+	case time.Duration:
+		return "want a duration such as 30s, 5m or 2h"
+	}
+	return "not a valid value"
+}
+
+// dashed spells a flag name as it is typed: -n for one letter, --name
+// otherwise.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// looksLikeFlag reports whether a is spelled as a flag (not "-" or "--").
+func looksLikeFlag(a string) bool {
+	return strings.HasPrefix(a, "-") && strings.TrimLeft(a, "-") != ""
+}
+
+// isHelpFlag reports whether a is -h or --help (or -help).
+func isHelpFlag(a string) bool {
+	return a == "-h" || a == "--help" || a == "-help"
 }
 
 // helpRef is the "next:" line pointing at the current command's help.
@@ -342,9 +413,27 @@ func (c *cli) commandHelp(fs *flag.FlagSet) {
 	fmt.Fprintf(c.stdout, "Usage: agentlab-lite %s %s\n\n%s\n", c.cmd.path, c.cmd.synopsis,
 		c.cmd.summary)
 	fmt.Fprintln(c.stdout, "\nFlags:")
-	fs.SetOutput(c.stdout)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
+	fs.VisitAll(func(f *flag.Flag) { writeFlagHelp(c.stdout, f) })
+}
+
+// writeFlagHelp prints one flag of a command's help, spelled as it is
+// typed ("--tail N"), with its usage and any non-zero default.
+func writeFlagHelp(w io.Writer, f *flag.Flag) {
+	arg, usage := flag.UnquoteUsage(f)
+	if arg != "" {
+		arg = " " + arg
+	}
+	if arg == " value" || arg == " string" {
+		arg = " " + strings.ToUpper(f.Name)
+	}
+	fmt.Fprintf(w, "  %s%s\n    \t%s", dashed(f.Name), arg,
+		strings.ReplaceAll(usage, "\n", "\n    \t"))
+	switch f.DefValue {
+	case "", "0", "false", "[]", "0s":
+	default:
+		fmt.Fprintf(w, " (default %s)", f.DefValue)
+	}
+	fmt.Fprintln(w)
 }
 
 // args parses flags and positional arguments (see parse) and checks that
