@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,23 +16,23 @@ import (
 )
 
 type jobJSON struct {
-	ID          string           `json:"id"`
-	RepoURL     string           `json:"repo_url,omitempty"`
-	Ref         string           `json:"ref,omitempty"`
-	Profile     string           `json:"profile"`
-	Task        string           `json:"task"`
-	Mode        string           `json:"mode"`
-	TTLMinutes  int              `json:"ttl_minutes,omitempty"`
-	Keepalive   bool             `json:"keepalive"`
-	Status      string           `json:"status"`
-	SandboxVMID int              `json:"sandbox_vmid,omitempty"`
-	Result      *jobResultJSON   `json:"result,omitempty"`
-	Artifacts   []artifactJSON   `json:"artifacts,omitempty"`
-	Events      []agentlab.Event `json:"events,omitempty"`
-	CreatedAt   time.Time        `json:"created_at"`
-	StartedAt   *time.Time       `json:"started_at,omitempty"`
-	CompletedAt *time.Time       `json:"completed_at,omitempty"`
-	UpdatedAt   time.Time        `json:"updated_at"`
+	ID          string         `json:"id"`
+	RepoURL     string         `json:"repo_url,omitempty"`
+	Ref         string         `json:"ref,omitempty"`
+	Profile     string         `json:"profile"`
+	Task        string         `json:"task"`
+	Mode        string         `json:"mode"`
+	TTLMinutes  int            `json:"ttl_minutes,omitempty"`
+	Keepalive   bool           `json:"keepalive"`
+	Status      string         `json:"status"`
+	SandboxVMID int            `json:"sandbox_vmid,omitempty"`
+	Result      *jobResultJSON `json:"result,omitempty"`
+	Artifacts   []artifactJSON `json:"artifacts,omitempty"`
+	Events      []eventJSON    `json:"events,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
+	StartedAt   *time.Time     `json:"started_at,omitempty"`
+	CompletedAt *time.Time     `json:"completed_at,omitempty"`
+	UpdatedAt   time.Time      `json:"updated_at"`
 }
 
 type jobResultJSON struct {
@@ -282,7 +283,7 @@ func (c *cli) printJob(ctx context.Context, a *app, rec agentlab.JobRecord, even
 		if err != nil {
 			return err
 		}
-		v.Events = evs
+		v.Events = eventViews(evs)
 	}
 	if c.json {
 		return c.printJSON(v)
@@ -386,7 +387,8 @@ func cmdJobList(ctx context.Context, c *cli, args []string) error {
 func cmdJobLogs(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	tail := fs.Int("tail", 0, "only the last `N` lines")
-	follow := fs.Bool("follow", false, "keep printing until the job ends")
+	follow := fs.Bool("follow", false, "keep printing until the job ends "+
+		"(with --json: one line per JSON object)")
 	a, j, err := c.oneJob(ctx, fs, args, func() error {
 		if *tail < 0 {
 			return usagef(c.helpRef(), "--tail must not be negative")
@@ -397,11 +399,71 @@ func cmdJobLogs(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	defer a.Close(ctx)
-	err = j.Logs(ctx, c.stdout, agentlab.LogOptions{Tail: *tail, Follow: *follow})
+	opts := agentlab.LogOptions{Tail: *tail, Follow: *follow}
+	if c.json {
+		return c.jobLogsJSON(ctx, j, opts)
+	}
+	err = j.Logs(ctx, c.stdout, opts)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// jobLogsJSON prints a job's log as {"job_id", "lines"}, or when
+// following as one {"job_id", "line"} object per line.
+func (c *cli) jobLogsJSON(ctx context.Context, j *agentlab.Job, opts agentlab.LogOptions) error {
+	lines := []string{}
+	lw := &lineWriter{emit: func(s string) error {
+		if opts.Follow {
+			return c.printJSONLine(map[string]string{"job_id": j.ID(), "line": s})
+		}
+		lines = append(lines, s)
+		return nil
+	}}
+	err := j.Logs(ctx, lw, opts)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if err := lw.flush(); err != nil {
+		return err
+	}
+	if opts.Follow {
+		return nil
+	}
+	return c.printJSON(map[string]any{"job_id": j.ID(), "lines": lines})
+}
+
+// lineWriter is an io.Writer that hands each complete line written to it,
+// without its newline, to emit; flush hands over an unfinished last line.
+type lineWriter struct {
+	buf  []byte
+	emit func(line string) error
+}
+
+// Write implements io.Writer.
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		if err := w.emit(line); err != nil {
+			return len(p), err
+		}
+	}
+}
+
+func (w *lineWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	line := string(w.buf)
+	w.buf = nil
+	return w.emit(line)
 }
 
 func cmdJobCancel(ctx context.Context, c *cli, args []string) error {

@@ -19,11 +19,11 @@ var (
 )
 
 type statusJSON struct {
-	Sandboxes      map[string]int   `json:"sandboxes"`
-	Jobs           map[string]int   `json:"jobs"`
-	NetworkModes   map[string]int   `json:"network_modes"`
-	Artifacts      artifactsJSON    `json:"artifacts"`
-	RecentFailures []agentlab.Event `json:"recent_failures"`
+	Sandboxes      map[string]int `json:"sandboxes"`
+	Jobs           map[string]int `json:"jobs"`
+	NetworkModes   map[string]int `json:"network_modes"`
+	Artifacts      artifactsJSON  `json:"artifacts"`
+	RecentFailures []eventJSON    `json:"recent_failures"`
 }
 
 type artifactsJSON struct {
@@ -50,7 +50,7 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	}
 	out := statusJSON{Sandboxes: map[string]int{}, Jobs: map[string]int{},
 		NetworkModes: map[string]int{}, Artifacts: diskUsage(a.cfg.ArtifactsDir),
-		RecentFailures: st.RecentFailures}
+		RecentFailures: eventViews(st.RecentFailures)}
 	for _, s := range agentlab.AllStates {
 		out.Sandboxes[string(s)] = st.SandboxesByState[s]
 	}
@@ -59,9 +59,6 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	}
 	for _, m := range networkModes {
 		out.NetworkModes[string(m)] = st.SandboxesByMode[string(m)]
-	}
-	if out.RecentFailures == nil {
-		out.RecentFailures = []agentlab.Event{}
 	}
 	if c.json {
 		return c.printJSON(out)
@@ -100,7 +97,7 @@ func (c *cli) writeStatus(s statusJSON) error {
 		if ev.VMID != 0 {
 			vm = strconv.Itoa(ev.VMID)
 		}
-		t.row(ts(ev.Time), ev.Kind, dash(ev.JobID), vm, describe(ev))
+		t.row(ts(ev.Time), ev.Kind, dash(ev.JobID), vm, dash(ev.Message))
 	}
 	return t.flush()
 }

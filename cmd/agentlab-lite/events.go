@@ -121,6 +121,37 @@ func dur(d map[string]any) string {
 	return time.Duration(ms * float64(time.Millisecond)).String()
 }
 
+// eventJSON is the stable JSON form of an event, with the predecessor's
+// field names: "msg" is the message the logs line shows and "json" the
+// event's structured payload.
+type eventJSON struct {
+	ID            int64          `json:"id"`
+	Time          time.Time      `json:"ts"`
+	Kind          string         `json:"kind"`
+	SchemaVersion int            `json:"schema_version,omitempty"`
+	VMID          int            `json:"sandbox_vmid,omitempty"`
+	JobID         string         `json:"job_id,omitempty"`
+	Message       string         `json:"msg,omitempty"`
+	Data          map[string]any `json:"json,omitempty"`
+}
+
+// eventView is the JSON form of ev.
+func eventView(ev agentlab.Event) eventJSON {
+	return eventJSON{ID: ev.ID, Time: ev.Time.UTC(), Kind: ev.Kind,
+		SchemaVersion: ev.SchemaVersion, VMID: ev.VMID, JobID: ev.JobID,
+		Message: describe(ev), Data: ev.Data}
+}
+
+// eventViews is the JSON form of a list of events; never nil, so that an
+// empty list prints as [].
+func eventViews(evs []agentlab.Event) []eventJSON {
+	out := make([]eventJSON, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, eventView(ev))
+	}
+	return out
+}
+
 // writeLogLine prints one event in the logs format:
 // "TIME<TAB>KIND<TAB>job=ID<TAB>MESSAGE".
 func writeLogLine(w io.Writer, ev agentlab.Event) {

@@ -17,6 +17,7 @@ import (
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write json: %w", err)
 	}
@@ -177,7 +178,9 @@ func labelString(m map[string]string) string {
 
 // printJSONLine writes v as one line of JSON (for streams of events).
 func (c *cli) printJSONLine(v any) error {
-	if err := json.NewEncoder(c.stdout).Encode(v); err != nil {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write json: %w", err)
 	}
 	return nil
