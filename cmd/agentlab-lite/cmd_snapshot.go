@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/agentlab-sdk/agentlab"
@@ -30,6 +31,33 @@ func findSnapshot(ctx context.Context, sb *agentlab.Sandbox, name string) (
 		}
 	}
 	return agentlab.SnapshotInfo{}, false, nil
+}
+
+// needSnapshot fails, naming the snapshots there are, unless the sandbox
+// has the named one.
+func needSnapshot(ctx context.Context, sb *agentlab.Sandbox, name string) error {
+	snaps, err := sb.Snapshots(ctx)
+	if err != nil {
+		return explain(err, fmt.Sprintf("agentlab-lite sandbox show %d", sb.VMID()))
+	}
+	names := make([]string, 0, len(snaps))
+	for _, s := range snaps {
+		if s.Name == name {
+			return nil
+		}
+		names = append(names, s.Name)
+	}
+	ce := failf(fmt.Sprintf("agentlab-lite sandbox snapshot list %d", sb.VMID()),
+		"sandbox %d has no snapshot %q", sb.VMID(), name)
+	if len(names) == 0 {
+		ce.hints = []string{"it has no snapshots"}
+		return ce
+	}
+	ce.hints = []string{"its snapshots: " + strings.Join(names, ", ")}
+	if s := suggest(name, names); s != "" {
+		ce.hints = append(ce.hints, fmt.Sprintf("did you mean %q?", s))
+	}
+	return ce
 }
 
 func cmdSnapshotSave(ctx context.Context, c *cli, args []string) error {
@@ -126,6 +154,9 @@ func cmdSnapshotRestore(ctx context.Context, c *cli, args []string) error {
 	}
 	defer a.Close(ctx)
 	name := rest[0]
+	if err := needSnapshot(ctx, sb, name); err != nil {
+		return err
+	}
 	if err := c.confirmDiscard(sb, *force, "snapshot restore", " "+name); err != nil {
 		return err
 	}
@@ -159,6 +190,9 @@ func cmdSnapshotDelete(ctx context.Context, c *cli, args []string) error {
 	if name == agentlab.CleanSnapshot && !*force {
 		return failf(fmt.Sprintf("agentlab-lite sandbox snapshot delete --force %d %s",
 			sb.VMID(), name), "snapshot %q is what sandbox revert restores; pass --force", name)
+	}
+	if err := needSnapshot(ctx, sb, name); err != nil {
+		return err
 	}
 	if err := sb.DeleteSnapshot(ctx, name); err != nil {
 		return explain(err, fmt.Sprintf("agentlab-lite sandbox snapshot list %d", sb.VMID()))

@@ -251,6 +251,16 @@ func TestRevertDeleteLabels(t *testing.T) {
 	var snaps struct{ Snapshots []snapshotJSON }
 	e.okJSON(&snaps, "sandbox", "snapshot", "list", vmid)
 	require.Len(t, snaps.Snapshots, 1)
+	// An unknown snapshot is named with the ones there are, before any
+	// question of --force.
+	for _, args := range [][]string{{"restore", vmid, "extr"}, {"restore", "--force", vmid, "extr"},
+		{"delete", vmid, "extr"}} {
+		r = e.cli(append([]string{"sandbox", "snapshot"}, args...)...)
+		require.Equal(t, 1, r.code, "%v", args)
+		require.Equal(t, "error: sandbox "+vmid+` has no snapshot "extr"`+"\n"+
+			"next: agentlab-lite sandbox snapshot list "+vmid+"\n"+
+			"hint: its snapshots: clean\n", r.stderr, "%v", args)
+	}
 
 	// A new sandbox on the same VMID shows only its own events.
 	e.ok("sandbox", "destroy", vmid)
