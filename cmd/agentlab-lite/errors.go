@@ -101,8 +101,7 @@ func explain(err error, next string) *cliError {
 	case errors.Is(err, context.Canceled):
 		ce.msg, ce.code, ce.next = "interrupted", exitInterrupted, ""
 	case errors.As(err, &ise):
-		ce.msg = ise.Error()
-		ce.next = fmt.Sprintf("agentlab-lite sandbox show %d", ise.VMID)
+		ce.msg, ce.next = ise.Error(), stateNext(ise)
 	case errors.Is(err, agentlab.ErrVMIDConflict):
 		ce.hints = []string{"omit --vmid to pick a free VMID"}
 		ce.next = "agentlab-lite sandbox list"
@@ -119,6 +118,19 @@ func explain(err error, next string) *cliError {
 			"in a moment"}
 	}
 	return ce
+}
+
+// stateNext is the command that gets a sandbox out of a state that
+// refused an operation: start a STOPPED one, resume a SUSPENDED one, when
+// the operation is valid in RUNNING or READY; else "sandbox show".
+func stateNext(ise *agentlab.InvalidStateError) string {
+	fix := map[agentlab.State]string{agentlab.StateStopped: "start",
+		agentlab.StateSuspended: "resume"}[ise.State]
+	if fix != "" && (slices.Contains(ise.Valid, agentlab.StateRunning) ||
+		slices.Contains(ise.Valid, agentlab.StateReady)) {
+		return fmt.Sprintf("agentlab-lite sandbox %s %d", fix, ise.VMID)
+	}
+	return fmt.Sprintf("agentlab-lite sandbox show %d", ise.VMID)
 }
 
 // sdkText shortens the SDK's sentinel prefixes ("agentlab: not found") so
