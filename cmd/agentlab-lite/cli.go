@@ -323,10 +323,15 @@ func (c *cli) flagError(fs *flag.FlagSet, err error) error {
 		c.commandHelp(fs)
 		return errHelp
 	}
-	ce := usagef(c.helpRef(), "%s", flagMessage(fs, err.Error()))
-	if c.cmd != nil && (c.cmd.path == "ssh" || c.cmd.path == "exec") {
+	msg := flagMessage(fs, err.Error())
+	ce := usagef(c.helpRef(), "%s", msg)
+	switch {
+	case c.cmd == nil:
+	case c.cmd.path == "ssh" || c.cmd.path == "exec":
 		ce.hints = []string{"put the command after --: agentlab-lite " + c.cmd.path +
 			" VMID -- CMD ARGS..."}
+	case c.cmd.path == "cp" && (msg == "unknown flag -r" || msg == "unknown flag -R"):
+		ce.hints = []string{"cp copies directory trees as they are: drop the -r"}
 	}
 	return ce
 }

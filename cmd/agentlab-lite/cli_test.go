@@ -86,7 +86,7 @@ func TestMisuse(t *testing.T) {
 		{"unknown flag after group", []string{"sandbox", "--frob=1", "list"}, 2,
 			[]string{"error: unknown flag --frob\n", "next: agentlab-lite help sandbox\n"}},
 		{"unknown short flag", []string{"cp", "-r", "a", "1071:"}, 2,
-			[]string{"error: unknown flag -r\n"}},
+			[]string{"error: unknown flag -r\n", "hint: cp copies directory trees as they are"}},
 		{"flag without value", []string{"sandbox", "lease", "renew", "1071", "--ttl"}, 2,
 			[]string{"error: flag --ttl needs a value\n"}},
 		{"vmid not a number", []string{"sandbox", "new", "--profile", "minimal", "--vmid",
