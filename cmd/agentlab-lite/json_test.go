@@ -16,8 +16,10 @@ func TestJSONOutputsParse(t *testing.T) {
 	t.Setenv(asCLI, "1")
 	e := newSimEnv(t, simOptions{})
 	vmid := strconv.Itoa(e.newSandbox("--profile", "minimal"))
-	r := e.cli("sandbox", "snapshot", "restore", "--force", vmid, "nosuch")
-	require.Equal(t, 1, r.code, "a failure for status to report")
+	r := e.cli("job", "run", "--task", "fail", "--profile", "minimal", "--wait",
+		"--command", "echo '<failing>'; exit 3")
+	require.Equal(t, 1, r.code, "a failure for status to report: %s", r.stderr)
+	failed := field(t, r.stdout, "ID")
 	var j jobJSON
 	e.okJSON(&j, "job", "run", "--task", "t", "--profile", "yolo-ephemeral", "--wait",
 		"--command", "echo one; echo two")
@@ -51,8 +53,8 @@ func TestJSONOutputsParse(t *testing.T) {
 	var status map[string]any
 	e.okJSON(&status, "status")
 	requireEventFields(t, status["recent_failures"])
-	require.Contains(t, e.ok("--json", "status"), `"msg": "restore of snapshot nosuch failed`,
-		"no HTML escaping of the messages")
+	require.Contains(t, e.ok("--json", "job", "logs", failed), `"<failing>"`,
+		"no HTML escaping in JSON")
 }
 
 // requireEventFields checks a JSON list of events: not empty, each with
