@@ -96,8 +96,10 @@ func TestOperationsInEveryState(t *testing.T) {
 				}
 				var ise *agentlab.InvalidStateError
 				require.True(t, errors.As(err, &ise), "want InvalidStateError, got %v", err)
+				require.Equal(t, oc.op, ise.Op)
 				require.Equal(t, st, ise.State)
 				require.Equal(t, agentlab.ValidStates[oc.op], ise.Valid)
+				require.Contains(t, err.Error(), string(st))
 			})
 		}
 	}
