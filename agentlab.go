@@ -170,10 +170,11 @@ type Manager struct {
 	profMu   sync.RWMutex // guards profiles
 	profiles *ProfileSet
 
-	mu       sync.Mutex // guards closed, jobs and logCount
+	mu       sync.Mutex // guards closed, jobs, logCount and inGuest
 	closed   bool
 	jobs     map[string]*Job // jobs this process runs
 	logCount map[string]int  // job.log events published per job
+	inGuest  map[int]int     // guest operations in flight per VMID
 
 	instance string // identifies this Manager in job heartbeats
 
@@ -193,7 +194,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, store: cfg.Store, hv: cfg.Hypervisor, guest: cfg.Guest,
 		log: cfg.Logger, now: cfg.Now, profiles: cfg.Profiles,
-		jobs: make(map[string]*Job), logCount: make(map[string]int),
+		jobs: make(map[string]*Job), logCount: make(map[string]int), inGuest: map[int]int{},
 		instance: newInstanceID(),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))

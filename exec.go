@@ -27,15 +27,42 @@ func (s *Sandbox) guestTarget(ctx context.Context, verb string) (Endpoint, error
 	return s.m.endpoint(rec), nil
 }
 
+// guestBegin marks a guest operation in flight on s, so that idle stop
+// leaves the sandbox alone; the returned func ends it and records the
+// activity again.
+func (m *Manager) guestBegin(s *Sandbox) (end func()) {
+	m.mu.Lock()
+	m.inGuest[s.vmid]++
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		if m.inGuest[s.vmid]--; m.inGuest[s.vmid] <= 0 {
+			delete(m.inGuest, s.vmid)
+		}
+		m.mu.Unlock()
+		m.noteActivity(context.Background(), s)
+	}
+}
+
+// guestBusy reports whether this Manager has a guest operation in flight
+// on vmid.
+func (m *Manager) guestBusy(vmid int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inGuest[vmid] > 0
+}
+
 // Exec runs a command in the sandbox's guest and waits for it. A non-zero
 // exit is reported in the result, not as an error; an error means the
 // command could not be run or its outcome is unknown. Cancelling ctx
-// signals the remote process. Exec counts as activity for idle stop.
+// signals the remote process. Exec counts as activity for idle stop, and
+// a sandbox is not idle while an Exec or transfer through this Manager runs.
 func (s *Sandbox) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
 	ep, err := s.guestTarget(ctx, "exec in")
 	if err != nil {
 		return ExecResult{}, err
 	}
+	defer s.m.guestBegin(s)()
 	res, err := s.m.guest.Exec(ctx, ep, req)
 	if err != nil {
 		return res, fmt.Errorf("exec in sandbox %d: %w", s.vmid, err)
@@ -50,6 +77,7 @@ func (s *Sandbox) Upload(ctx context.Context, localPath, remotePath string,
 	if err != nil {
 		return err
 	}
+	defer s.m.guestBegin(s)()
 	if err := s.m.guest.Upload(ctx, ep, localPath, remotePath, opts); err != nil {
 		return fmt.Errorf("upload to sandbox %d: %w", s.vmid, err)
 	}
@@ -64,6 +92,7 @@ func (s *Sandbox) Download(ctx context.Context, remotePath, localPath string,
 	if err != nil {
 		return err
 	}
+	defer s.m.guestBegin(s)()
 	if err := s.m.guest.Download(ctx, ep, remotePath, localPath, opts); err != nil {
 		return fmt.Errorf("download from sandbox %d: %w", s.vmid, err)
 	}

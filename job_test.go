@@ -424,6 +424,9 @@ func TestJob_SandboxDestroyedWhileQueued(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(5 * time.Millisecond)
 	}
+	queued, err := j.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.JobQueued, queued.Status, "the job has not started yet")
 	sb, err := env.Manager.Get(ctx, sbs[0].VMID)
 	require.NoError(t, err)
 	require.NoError(t, sb.Destroy(ctx))

@@ -20,7 +20,9 @@ import (
 // that saw no activity for that long. Activity is what the SDK itself sees:
 // creation, start, resume, every Exec, file transfer and SSH session opened
 // through the Manager. Work the guest does on its own, or sessions opened
-// around the SDK, do not count. A sandbox with a live job is never idle.
+// around the SDK, do not count. A sandbox with a live job, or with an Exec
+// or transfer in flight through the Manager, is never idle; the end of
+// such a call counts as activity too.
 
 // ReapReport lists what one reaper pass did.
 type ReapReport struct {
@@ -99,7 +101,8 @@ func (m *Manager) StopIdle(ctx context.Context) ([]int, error) {
 	now := m.now()
 	for _, rec := range recs {
 		idle := now.Sub(rec.LastActivity)
-		if rec.IdleStop <= 0 || idle < rec.IdleStop || m.jobLive(ctx, rec.JobID) {
+		if rec.IdleStop <= 0 || idle < rec.IdleStop || m.guestBusy(rec.VMID) ||
+			m.jobLive(ctx, rec.JobID) {
 			continue
 		}
 		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}

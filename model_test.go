@@ -40,7 +40,8 @@ func modelNext(op agentlab.Op, from agentlab.State) agentlab.State {
 func TestStateMachineModel(t *testing.T) {
 	ops := []agentlab.Op{agentlab.OpPause, agentlab.OpResume, agentlab.OpStop,
 		agentlab.OpStart, agentlab.OpDestroy, agentlab.OpRenewLease,
-		agentlab.OpSnapshotSave, agentlab.OpSnapshotRestore, agentlab.OpExec}
+		agentlab.OpSnapshotSave, agentlab.OpSnapshotRestore, agentlab.OpSnapshotList,
+		agentlab.OpRevert, agentlab.OpExec, opJobEnd}
 	byOp := map[agentlab.Op]opCase{}
 	for _, oc := range opCases {
 		byOp[oc.op] = oc
@@ -58,6 +59,11 @@ func TestStateMachineModel(t *testing.T) {
 		model, saves := agentlab.StateRunning, 0
 		steps := rapid.SliceOfN(rapid.SampledFrom(ops), 1, 12).Draw(rt, "ops")
 		for _, op := range steps {
+			if op == opJobEnd {
+				model = endJob(rt, env, sb, model)
+				checkAgainstModel(rt, env, sb, model)
+				continue
+			}
 			var err error
 			if op == agentlab.OpSnapshotSave {
 				saves++
@@ -77,6 +83,27 @@ func TestStateMachineModel(t *testing.T) {
 			checkAgainstModel(rt, env, sb, model)
 		}
 	})
+}
+
+// opJobEnd is a model step that is not an operation: the job bound to a
+// READY or RUNNING sandbox ends, leaving it COMPLETED, FAILED or TIMEOUT.
+const opJobEnd agentlab.Op = "job_end"
+
+// endJob applies opJobEnd: from READY or RUNNING it records a job-end state
+// drawn by rapid and returns it; elsewhere it changes nothing.
+func endJob(rt *rapid.T, env *agentlabtest.Env, sb *agentlab.Sandbox,
+	model agentlab.State) agentlab.State {
+	if model != agentlab.StateReady && model != agentlab.StateRunning {
+		return model
+	}
+	end := rapid.SampledFrom([]agentlab.State{agentlab.StateCompleted,
+		agentlab.StateFailed, agentlab.StateTimeout}).Draw(rt, "end")
+	_, err := env.Store.UpdateSandbox(context.Background(), sb.VMID(),
+		func(r *agentlab.SandboxRecord) error { r.State = end; return nil })
+	if err != nil {
+		rt.Fatal(err)
+	}
+	return end
 }
 
 func checkAgainstModel(rt *rapid.T, env *agentlabtest.Env, sb *agentlab.Sandbox,

@@ -136,10 +136,24 @@ func (p *Profile) Validate() error {
 		}
 	}
 	if err := p.NetworkPolicy().Validate(); err != nil {
-		return &ProfileError{Source: p.Source, Field: "network",
+		return &ProfileError{Source: p.Source, Field: networkField(p.NetworkPolicy()),
 			Msg: strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")}
 	}
 	return nil
+}
+
+// networkField names the key of an invalid network policy that is wrong,
+// checking its parts in the order Validate does.
+func networkField(np NetworkPolicy) string {
+	switch np.Mode {
+	case NetworkOff, NetworkNAT, NetworkAllowlist:
+	default:
+		return "network.mode"
+	}
+	if (NetworkPolicy{Mode: NetworkNAT, SecurityGroup: np.SecurityGroup}).Validate() != nil {
+		return "network.firewall_group"
+	}
+	return "network.allowlist"
 }
 
 type check struct {
@@ -401,8 +415,46 @@ func strictError(name string, body *yaml.Node, err error) error {
 		field, _, _ = strings.Cut(f, " ")
 		line = findKeyLine(body, field)
 		msg = "unknown key"
+	} else {
+		field = fieldAt(body, line)
 	}
 	return &ProfileError{Source: fmt.Sprintf("%s:%d", name, line), Field: field, Msg: msg}
+}
+
+// fieldAt returns the dotted path of the innermost mapping key on line, or
+// whose value spans it, in n; "" when there is none.
+func fieldAt(n *yaml.Node, line int) string {
+	if n.Kind != yaml.MappingNode {
+		for _, c := range n.Content {
+			if f := fieldAt(c, line); f != "" {
+				return f
+			}
+		}
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if sub := fieldAt(v, line); sub != "" {
+			return k.Value + "." + sub
+		}
+		if k.Line == line || onLine(v, line) {
+			return k.Value
+		}
+	}
+	return ""
+}
+
+// onLine reports whether n or a node inside it starts on line.
+func onLine(n *yaml.Node, line int) bool {
+	if n.Line == line {
+		return true
+	}
+	for _, c := range n.Content {
+		if onLine(c, line) {
+			return true
+		}
+	}
+	return false
 }
 
 func yamlError(name string, err error) error {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -63,37 +64,63 @@ func TestParseProfiles_Rejects(t *testing.T) {
 			"p.yaml:4: fwgroup: unknown key"},
 		{"unknown top key", "name: a1\ntemplate_vmid: 9000\nimage: x\n",
 			"p.yaml:3: image: unknown key"},
-		{"wrong type", "name: a1\ntemplate_vmid: nine\n", "p.yaml:2"},
+		{"wrong type", "name: a1\ntemplate_vmid: nine\n",
+			"p.yaml:2: template_vmid: cannot unmarshal"},
 		{"wrong type nested", "name: a1\ntemplate_vmid: 9000\nresources:\n  cores: [1]\n",
-			"p.yaml:4"},
+			"p.yaml:4: resources.cores: cannot unmarshal"},
+		{"wrong type bool", "name: a1\ntemplate_vmid: 9000\nbehavior:\n" +
+			"  keepalive_default: maybe\n", "p.yaml:4: behavior.keepalive_default: cannot"},
+		{"wrong type section", "name: a1\ntemplate_vmid: 9000\nnetwork: [1]\n",
+			"p.yaml:3: network: cannot unmarshal"},
 		{"bad value", "name: a1\ntemplate_vmid: 9000\nresources:\n  cores: -1\n",
 			"p.yaml:4: resources.cores: -1 is out of range"},
 		{"bad mode", "name: a1\ntemplate_vmid: 9000\nnetwork:\n  mode: open\n",
-			"network mode \"open\""},
+			"p.yaml:4: network.mode: network mode \"open\""},
+		{"bad group", "name: a1\ntemplate_vmid: 9000\nnetwork:\n  firewall_group: 'a b'\n",
+			"p.yaml:4: network.firewall_group: firewall group"},
 		{"allowlist empty", "name: a1\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n",
-			"at least one allowlist entry"},
+			"p.yaml:3: network.allowlist: allowlist mode needs at least one allowlist entry"},
 		{"bad allowlist", "name: a1\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n" +
-			"  allowlist: [nope]\n", "not an IP or CIDR"},
-		{"missing template", "name: a1\n", "template_vmid: 0 is out of range"},
-		{"bad name", "name: 'a b'\ntemplate_vmid: 9000\n", "name: \"a b\" is not a valid name"},
+			"  allowlist: [nope]\n", "p.yaml:5: network.allowlist: allowlist entry \"nope\""},
+		{"missing template", "name: a1\n", "p.yaml:1: template_vmid: 0 is out of range"},
+		{"bad name", "name: 'a b'\ntemplate_vmid: 9000\n",
+			"p.yaml:1: name: \"a b\" is not a valid name"},
 		{"empty file", "", "no profile in file"},
 		{"only comments", "# nothing\n", "no profile in file"},
 		{"not a mapping", "- a\n- b\n", "document is not a mapping"},
 		{"syntax", "name: [\n", "p.yaml"},
 		{"bad expiry", "name: a1\ntemplate_vmid: 9000\nbehavior:\n  on_expiry: explode\n",
-			"behavior.on_expiry"},
-		{"alias bomb", aliasBomb(), "p.yaml"},
+			"p.yaml:4: behavior.on_expiry"},
+		{"alias bomb", aliasBomb(), "p.yaml:1: a0: unknown key"},
+		{"alias bomb in a known field", "name: a1\ntemplate_vmid: 9000\njob:\n" +
+			"  artifacts:\n" + indent(aliasBomb(), "    - "), "p.yaml:5: job.artifacts"},
+		{"second document bad", "name: a1\ntemplate_vmid: 9000\n---\nname: b1\n" +
+			"template_vmid: x\n", "p.yaml:5: template_vmid: cannot unmarshal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := agentlab.ParseProfiles("p.yaml", []byte(tt.yaml))
+			start := time.Now()
+			ps, err := agentlab.ParseProfiles("p.yaml", []byte(tt.yaml))
+			require.Less(t, time.Since(start), time.Second, "rejected without expanding")
 			require.Error(t, err)
+			require.Nil(t, ps, "nothing is partly loaded")
 			require.ErrorIs(t, err, agentlab.ErrInvalidArgument)
 			var pe *agentlab.ProfileError
 			require.True(t, errors.As(err, &pe))
 			require.Contains(t, err.Error(), tt.want)
 		})
 	}
+}
+
+// indent turns each line of "key: value" into a prefixed sequence entry
+// holding the value alone, keeping anchors and aliases.
+func indent(doc, prefix string) string {
+	var b strings.Builder
+	for line := range strings.Lines(doc) {
+		_, value, _ := strings.Cut(line, ": ")
+		b.WriteString(prefix + value)
+	}
+	return b.String()
 }
 
 // aliasBomb is the "billion laughs" document: each level refers to the one
@@ -130,6 +157,11 @@ func TestLoadProfiles_DirectoryAndReload(t *testing.T) {
 	set, err := agentlab.LoadProfiles(dir)
 	require.NoError(t, err)
 	require.Equal(t, []string{"extra", "locked-down", "yolo-ephemeral"}, set.Names())
+
+	write("c.yaml", "name: broken\ntemplate_vmid: 9000\nsurprise: 1\n")
+	bad, err := agentlab.LoadProfiles(dir)
+	require.ErrorContains(t, err, "c.yaml:3: surprise: unknown key")
+	require.Nil(t, bad, "one bad file loads nothing")
 
 	env := newEnv(t)
 	env.Manager.SetProfiles(set)

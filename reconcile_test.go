@@ -2,10 +2,13 @@ package agentlab_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/agentlab-sdk/agentlab"
 	"github.com/agentlab-sdk/agentlab/agentlabtest"
@@ -161,6 +164,7 @@ func TestStatus(t *testing.T) {
 }
 
 func TestManager_CloseJoinsLoops(t *testing.T) {
+	before := goleak.IgnoreCurrent()
 	hv, err := agentlabtest.NewHypervisor(agentlabtest.HypervisorOptions{Dir: t.TempDir()})
 	require.NoError(t, err)
 	m, err := agentlab.New(context.Background(), agentlab.Config{
@@ -170,9 +174,38 @@ func TestManager_CloseJoinsLoops(t *testing.T) {
 	require.NoError(t, err)
 	time.Sleep(20 * time.Millisecond)
 	require.NoError(t, m.Close(context.Background()))
+	goleak.VerifyNone(t, before) // the loops are gone once Close returns
 	require.ErrorIs(t, m.Close(context.Background()), agentlab.ErrClosed)
 	_, err = m.Create(context.Background(), agentlab.CreateRequest{Profile: "x"})
 	require.ErrorIs(t, err, agentlab.ErrClosed)
 	_, err = agentlab.New(context.Background(), agentlab.Config{})
 	require.ErrorIs(t, err, agentlab.ErrInvalidArgument)
+}
+
+// TestManager_CloseWaitsForPassInFlight holds a reconcile pass inside the
+// hypervisor when Close is called: Close returns only after the pass ended.
+func TestManager_CloseWaitsForPassInFlight(t *testing.T) {
+	hv, err := agentlabtest.NewHypervisor(agentlabtest.HypervisorOptions{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = hv.Close() })
+	entered := make(chan struct{})
+	var once sync.Once
+	var finished atomic.Bool
+	hv.AddHook(func(_ context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpList {
+			once.Do(func() {
+				close(entered)
+				time.Sleep(200 * time.Millisecond) // ignores the context on purpose
+				finished.Store(true)
+			})
+		}
+		return nil, false
+	})
+	m, err := agentlab.New(context.Background(), agentlab.Config{
+		Store: agentlabtest.NewStore(), Hypervisor: hv, SkipInitialReconcile: true,
+		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: time.Millisecond})
+	require.NoError(t, err)
+	<-entered
+	require.NoError(t, m.Close(context.Background()))
+	require.True(t, finished.Load(), "Close returned while a pass was still running")
 }

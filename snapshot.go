@@ -135,6 +135,9 @@ func (s *Sandbox) Revert(ctx context.Context, opts *RestoreOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOp(OpRevert, s.vmid, rec.State); err != nil {
+		return fmt.Errorf("revert sandbox %d: %w", s.vmid, err)
+	}
 	if !rec.CleanSnapshot {
 		return fmt.Errorf("revert sandbox %d: %w: no %q snapshot was taken", s.vmid,
 			ErrNotFound, CleanSnapshot)

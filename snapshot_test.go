@@ -159,3 +159,35 @@ func TestLease_IdleStop(t *testing.T) {
 	require.Equal(t, agentlab.StateStopped, state(t, idle))
 	require.Equal(t, agentlab.StateRunning, state(t, busy))
 }
+
+// TestLease_IdleStopSparesRunningExec: a sandbox whose Exec runs longer
+// than its idle timeout is not stopped under it, and the Exec's end counts
+// as activity.
+func TestLease_IdleStopSparesRunningExec(t *testing.T) {
+	clock := agentlabtest.NewClock(time.Date(2026, 2, 14, 13, 0, 0, 0, time.UTC))
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Clock: clock,
+		Profiles: []agentlab.Profile{{Name: "test", TemplateVMID: 9000,
+			Behavior: agentlab.Behavior{IdleStopMinutes: 30}}}})
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := sb.Exec(ctx, agentlab.ExecRequest{
+			Shell: "touch started; while [ ! -e go ]; do sleep 0.02; done"})
+		done <- err
+	}()
+	run(t, sb, "while [ ! -e started ]; do sleep 0.02; done")
+	clock.Advance(31 * time.Minute)
+	stopped, err := env.Manager.StopIdle(ctx)
+	require.NoError(t, err)
+	require.Empty(t, stopped, "an Exec is running")
+	run(t, sb, "touch go")
+	require.NoError(t, <-done)
+	stopped, err = env.Manager.StopIdle(ctx)
+	require.NoError(t, err)
+	require.Empty(t, stopped, "the Exec just ended")
+	clock.Advance(31 * time.Minute)
+	stopped, err = env.Manager.StopIdle(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []int{sb.VMID()}, stopped)
+}

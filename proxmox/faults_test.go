@@ -177,6 +177,27 @@ func TestFailedTaskCarriesText(t *testing.T) {
 	require.False(t, agentlab.IsRetryable(err))
 }
 
+// TestTaskWarningsAreSuccess: a task that ends "WARNINGS: n" did its work,
+// and PVE counts it a success; so does the backend.
+func TestTaskWarningsAreSuccess(t *testing.T) {
+	srv := startSim(t, pvesim.Config{})
+	hv := newHV(t, srv, nil)
+	ctx := testCtx(t)
+	_, err := hv.Provision(ctx, spec(175, agentlab.NetworkNAT))
+	require.NoError(t, err)
+	srv.InjectFault(pvesim.Fault{Path: startPath, FailTask: "qmstart",
+		Message: "WARNINGS: 2", ApplyAnyway: true, Count: 1})
+	require.NoError(t, hv.Start(ctx, 175))
+	var warned bool
+	for _, tk := range srv.Tasks() {
+		warned = warned || (tk.Type == "qmstart" && tk.ExitStatus == "WARNINGS: 2")
+	}
+	require.True(t, warned, "the start task ended with warnings")
+	st, err := hv.Status(ctx, 175)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.PowerRunning, st.Power)
+}
+
 func TestGuestAgentNotReady(t *testing.T) {
 	srv := startSim(t, pvesim.Config{AgentDelay: time.Hour})
 	hv := newHV(t, srv, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,10 +17,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 	"pgregory.net/rapid"
 
 	"github.com/agentlab-sdk/agentlab"
 	"github.com/agentlab-sdk/agentlab/sshx"
+	"github.com/agentlab-sdk/agentlab/sshx/sshtest"
 )
 
 func TestExec(t *testing.T) {
@@ -48,21 +51,27 @@ func TestExec(t *testing.T) {
 			serr: "nope"},
 		{name: "signal", req: agentlab.ExecRequest{Shell: "kill -KILL $$"}, code: -1},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var streamed syncBuffer
-			tt.req.Stdout = &streamed
-			res, err := e.tr.Exec(ctxTimeout(t, 10*time.Second), e.ep, tt.req)
-			require.NoError(t, err)
-			require.Equal(t, tt.code, res.ExitCode)
-			require.Equal(t, tt.out, string(res.Stdout))
-			require.Equal(t, tt.out, streamed.String())
-			require.Contains(t, string(res.Stderr), tt.serr)
-			require.False(t, res.Started.IsZero())
-			if tt.code == -1 {
-				require.Equal(t, "KILL", res.Signal)
-			}
-		})
+	for via, tr := range e.transports(t) {
+		for _, tt := range tests {
+			t.Run(via+"/"+tt.name, func(t *testing.T) {
+				var streamed, streamedErr syncBuffer
+				tt.req.Stdout, tt.req.Stderr = &streamed, &streamedErr
+				if tt.req.Stdin != nil {
+					tt.req.Stdin = strings.NewReader("piped in")
+				}
+				res, err := tr.Exec(ctxTimeout(t, 10*time.Second), e.ep, tt.req)
+				require.NoError(t, err)
+				require.Equal(t, tt.code, res.ExitCode)
+				require.Equal(t, tt.out, string(res.Stdout))
+				require.Equal(t, tt.out, streamed.String())
+				require.Contains(t, string(res.Stderr), tt.serr)
+				require.Equal(t, string(res.Stderr), streamedErr.String())
+				require.False(t, res.Started.IsZero())
+				if tt.code == -1 {
+					require.Equal(t, "KILL", res.Signal)
+				}
+			})
+		}
 	}
 }
 
@@ -96,28 +105,40 @@ func TestExec_CancelKillsRemote(t *testing.T) {
 		{"cancel, dies on TERM", "echo $$ > %s; exec sleep 30", false},
 		{"ignores TERM, needs KILL", "trap '' TERM; echo $$ > %s; sleep 30", true},
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pidFile := filepath.Join(e.srv.Dir(), "pid"+strconv.Itoa(i))
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			defer cancel()
-			if !tt.timeout {
-				go func() {
-					waitFile(pidFile)
-					cancel()
-				}()
-			}
-			req := agentlab.ExecRequest{Argv: []string{"sh", "-c", strings.Replace(tt.script, "%s", pidFile, 1)}}
-			_, err := e.tr.Exec(ctx, e.ep, req)
-			if tt.timeout {
-				require.ErrorIs(t, err, context.DeadlineExceeded)
-				require.ErrorIs(t, err, agentlab.ErrTimeout)
-			} else {
-				require.ErrorIs(t, err, context.Canceled)
-			}
-			requireDead(t, pidFile)
-		})
+	i := 0
+	for via, tr := range e.transports(t) {
+		for _, tt := range tests {
+			i++
+			cancelKills(t, e, tr, via+"/"+tt.name, tt.script, tt.timeout, i)
+		}
 	}
+}
+
+// cancelKills runs script through tr until ctx ends (its deadline, or a
+// cancel once the script wrote its pid) and checks the remote process died.
+func cancelKills(t *testing.T, e *env, tr *sshx.Transport, name, script string,
+	timeout bool, i int) {
+	t.Run(name, func(t *testing.T) {
+		pidFile := filepath.Join(e.srv.Dir(), "pid"+strconv.Itoa(i))
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		if !timeout {
+			go func() {
+				waitFile(pidFile)
+				cancel()
+			}()
+		}
+		req := agentlab.ExecRequest{Argv: []string{"sh", "-c",
+			strings.Replace(script, "%s", pidFile, 1)}}
+		_, err := tr.Exec(ctx, e.ep, req)
+		if timeout {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.ErrorIs(t, err, agentlab.ErrTimeout)
+		} else {
+			require.ErrorIs(t, err, context.Canceled)
+		}
+		requireDead(t, pidFile)
+	})
 }
 
 // waitFile polls until path exists (at most a few seconds).
@@ -256,6 +277,41 @@ func TestExec_ReconnectAfterRestart(t *testing.T) {
 	e.tr.Drop(e.ep.VMID)
 	run()
 	require.Equal(t, int32(3), e.dials.Load())
+}
+
+// TestExec_ReconnectAfterServerRestart stops the guest's SSH server
+// entirely and starts a new one with the same host key on the same address:
+// the pooled connection is replaced on the next call, without a Drop.
+func TestExec_ReconnectAfterServerRestart(t *testing.T) {
+	hostKey := newSigner(t)
+	e := newEnv(t, nil)
+	first, err := sshtest.NewServer(sshtest.Config{HostKey: hostKey,
+		AuthorizedKeys: []ssh.PublicKey{e.key.PublicKey()}})
+	require.NoError(t, err)
+	addr, err := first.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	ep := e.ep
+	ep.VMID, ep.Port = 2, addr.(*net.TCPAddr).Port
+	ep.HostKey = sshx.FormatKey(hostKey.PublicKey())
+	echo := func(word string) error {
+		res, err := e.tr.Exec(ctxTimeout(t, 10*time.Second), ep,
+			agentlab.ExecRequest{Argv: []string{"echo", word}})
+		if err == nil && string(res.Stdout) != word+"\n" {
+			err = errors.New("wrong output " + string(res.Stdout))
+		}
+		return err
+	}
+	require.NoError(t, echo("before"))
+	require.NoError(t, first.Close())
+
+	second, err := sshtest.NewServer(sshtest.Config{HostKey: hostKey,
+		AuthorizedKeys: []ssh.PublicKey{e.key.PublicKey()}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, second.Close()) })
+	_, err = second.Listen(addr.String())
+	require.NoError(t, err)
+	require.NoError(t, echo("after"))
+	require.Equal(t, int32(2), e.dials.Load(), "one dial per server")
 }
 
 func TestExec_Unreachable(t *testing.T) {

@@ -58,6 +58,27 @@ func newEnv(tb testing.TB, mod func(*sshx.Config)) *env {
 	return e
 }
 
+// transports returns e's Transport ("direct") and one that reaches the
+// same guest with the same key through an SSH jump host ("jump").
+func (e *env) transports(tb testing.TB) map[string]*sshx.Transport {
+	tb.Helper()
+	var d net.Dialer
+	var forwarded atomic.Int32
+	jump := sshtest.Start(tb, sshtest.Config{
+		AuthorizedKeys: []ssh.PublicKey{e.key.PublicKey()},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			forwarded.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	})
+	tb.Cleanup(func() { require.Positive(tb, forwarded.Load(), "the jump host forwarded") })
+	tr := sshx.New(sshx.Config{Signer: e.key, KillGrace: 300 * time.Millisecond,
+		Jump: &sshx.JumpHost{Addr: jump.Addr().String(), User: "bastion",
+			HostKey: sshx.FormatKey(jump.HostKey())}})
+	tb.Cleanup(func() { require.NoError(tb, tr.Close()) })
+	return map[string]*sshx.Transport{"direct": e.tr, "jump": tr}
+}
+
 func (e *env) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	e.dials.Add(1)
 	var d net.Dialer

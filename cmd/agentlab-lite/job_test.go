@@ -75,10 +75,7 @@ func TestJobSandboxDestroyedMidRun(t *testing.T) {
 	require.Contains(t, e.ok("sandbox", "destroy", "--force", vmid), "destroyed (state=DESTROYED)")
 	j = e.waitJob(j.ID, func(j jobJSON) bool { return j.Status != "RUNNING" })
 	require.Equal(t, "FAILED", j.Status, "the job ends, never stuck RUNNING")
-	// TODO: the reason is "sandbox destroyed" unless the runner's next guest
-	// command fails first and records its own error (a race in the SDK
-	// between two processes); assert the reason once the SDK prefers it.
-	require.NotEmpty(t, j.Result.Message)
+	require.Equal(t, "sandbox destroyed", j.Result.Message, "the destroy is the reason")
 }
 
 func TestJobCancel(t *testing.T) {
