@@ -115,8 +115,8 @@ func TestJob_Ref(t *testing.T) {
 }
 
 // TestJob_SecretsRemovedWhenJobEnds keeps the sandbox after the job and
-// looks at what the job left in the guest: no secrets, a task file only the
-// guest user may read.
+// looks at what the job left in the guest: while it ran, a task file only
+// the guest user may read; afterwards neither the task nor the secrets.
 func TestJob_SecretsRemovedWhenJobEnds(t *testing.T) {
 	env := jobEnv(t, `stat -c %a "$AGENTLAB_TASK_FILE"`)
 	ctx := ctxT(t)
@@ -135,10 +135,10 @@ func TestJob_SecretsRemovedWhenJobEnds(t *testing.T) {
 	require.Equal(t, agentlab.StateCompleted, sb.State(), "keepalive keeps the sandbox")
 	require.NotEmpty(t, rec.GuestDir)
 	res, err := sb.Exec(ctx, agentlab.ExecRequest{Argv: []string{"sh", "-c",
-		`cd && test -f "$1/task" && test -f "$1/run.sh" && ! test -e "$1/secrets"`,
+		`cd && test -f "$1/run.sh" && ! test -e "$1/task" && ! test -e "$1/secrets"`,
 		"sh", rec.GuestDir}})
 	require.NoError(t, err)
-	require.Equal(t, 0, res.ExitCode, "the job's files stay, its secrets are gone: %s",
+	require.Equal(t, 0, res.ExitCode, "the job's script stays, its task and secrets are gone: %s",
 		res.Stderr)
 	require.NoError(t, sb.Destroy(context.Background()))
 }

@@ -659,7 +659,7 @@ func (r *runner) envFile(rec JobRecord) string {
 }
 
 // script is the detached job script: clone, run, record the exit code,
-// remove the secrets. Everything it prints goes to the log file.
+// remove the secrets and the task. Everything it prints goes to the log file.
 func (r *runner) script(rec JobRecord) string {
 	prof, _ := r.m.Profiles().Get(rec.Profile)
 	cmd := orString(rec.Command, prof.Job.Command)
@@ -670,7 +670,7 @@ func (r *runner) script(rec JobRecord) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "d=\"$HOME\"/%s\nwd=%s\nexec >>\"$d/log\" 2>&1\n", shellQuote(rec.GuestDir),
 		shellQuote(wd))
-	b.WriteString("fin() { rm -rf \"$d/secrets\"; echo \"$1\" >\"$d/exit.tmp\" && " +
+	b.WriteString("fin() { rm -rf \"$d/secrets\" \"$d/task\"; echo \"$1\" >\"$d/exit.tmp\" && " +
 		"mv \"$d/exit.tmp\" \"$d/exit\"; exit 0; }\ncd \"$HOME\" || fin 1\n")
 	if rec.RepoURL != "" {
 		fmt.Fprintf(&b, "git clone -q -- %s \"$wd\" || { echo 'agentlab: git clone failed'; "+
@@ -897,7 +897,7 @@ func (r *runner) killGuest(ctx context.Context) {
 	d := shellQuote(rec.GuestDir)
 	// No "--" before the negative PID: dash's kill builtin rejects it.
 	cmd := "cd && p=$(cat " + d + "/pid 2>/dev/null) && { kill -TERM -$p 2>/dev/null; " +
-		"sleep 1; kill -KILL -$p 2>/dev/null; }; rm -rf " + d + "/secrets; true"
+		"sleep 1; kill -KILL -$p 2>/dev/null; }; rm -rf " + d + "/secrets " + d + "/task; true"
 	if _, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd}); err != nil {
 		r.m.log.Debug("kill job process", "job_id", rec.ID, "err", err)
 	}

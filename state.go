@@ -95,7 +95,6 @@ const (
 	OpSnapshotDelete  Op = "snapshot_delete"
 	OpRevert          Op = "revert"
 	OpExec            Op = "exec"
-	OpRunJob          Op = "run_job"
 )
 
 func (o Op) verb() string {
@@ -110,8 +109,6 @@ func (o Op) verb() string {
 		return "list snapshots"
 	case OpSnapshotDelete:
 		return "delete snapshot"
-	case OpRunJob:
-		return "run job"
 	}
 	return string(o)
 }
@@ -144,7 +141,6 @@ var ValidStates = map[Op][]State{
 	OpSnapshotDelete:  settled,
 	OpRevert:          settled,
 	OpExec:            up,
-	OpRunJob:          {StateReady, StateRunning},
 }
 
 // checkOp returns an *InvalidStateError unless op is valid in state.
