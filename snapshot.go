@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // CleanSnapshot is the name of the disk-only snapshot taken when a sandbox
@@ -46,13 +47,10 @@ func (s *Sandbox) SaveSnapshot(ctx context.Context, name string, opts *SnapshotO
 		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
 			err := s.m.hv.Snapshot(ctx, s.vmid, SnapshotSpec{Name: name,
 				Memory: opts.Memory, Description: opts.Description})
-			return opResult{to: rec.State}, err
+			return opResult{to: rec.State, events: []Event{{Kind: EventSnapshotCreated,
+				VMID: s.vmid, Data: map[string]any{"name": name, "memory": opts.Memory}}}}, err
 		},
 	})
-	if err == nil {
-		s.m.emit(ctx, Event{Kind: EventSnapshotCreated, VMID: s.vmid,
-			Data: map[string]any{"name": name, "memory": opts.Memory}})
-	}
 	return err
 }
 
@@ -82,13 +80,10 @@ func (s *Sandbox) DeleteSnapshot(ctx context.Context, name string) error {
 				if name == CleanSnapshot {
 					r.CleanSnapshot = false
 				}
-			}}, err
+			}, events: []Event{{Kind: EventSnapshotDeleted, VMID: s.vmid,
+				Data: map[string]any{"name": name}}}}, err
 		},
 	})
-	if err == nil {
-		s.m.emit(ctx, Event{Kind: EventSnapshotDeleted, VMID: s.vmid,
-			Data: map[string]any{"name": name}})
-	}
 	return err
 }
 
@@ -114,18 +109,25 @@ func (s *Sandbox) RestoreSnapshot(ctx context.Context, name string, opts *Restor
 		op: OpSnapshotRestore, description: "restore snapshot of sandbox",
 		dropGuest: true,
 		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
-			return s.restore(ctx, rec, name, opts)
+			res, err := s.restore(ctx, rec, name, opts)
+			// Stored with the final state, in the same write.
+			res.events = append(res.events, Event{Kind: EventSnapshotRestored, VMID: s.vmid,
+				Data: restoreData(name, s.m.now().Sub(start))})
+			return res, err
 		},
 	})
-	data := map[string]any{"name": name, "duration_ms": s.m.now().Sub(start).Milliseconds()}
 	if err != nil {
+		data := restoreData(name, s.m.now().Sub(start))
 		data["error"] = err.Error()
 		s.m.emit(ctx, Event{Kind: EventSnapshotRestoreFailed, VMID: s.vmid,
 			Message: err.Error(), Data: data})
-		return err
 	}
-	s.m.emit(ctx, Event{Kind: EventSnapshotRestored, VMID: s.vmid, Data: data})
-	return nil
+	return err
+}
+
+// restoreData is the data of the snapshot.restored and restore_failed events.
+func restoreData(name string, d time.Duration) map[string]any {
+	return map[string]any{"name": name, "duration_ms": d.Milliseconds()}
 }
 
 // Revert restores the "clean" snapshot taken when the sandbox first became
