@@ -31,6 +31,7 @@ type SQLite struct {
 	w      *sql.DB // one connection: every write transaction
 	r      *sql.DB // bounded read-only pool
 	stmts  *writeStmts
+	rows   *rowCache // live rows this handle wrote last
 	path   string
 	opts   Options
 	log    *slog.Logger
@@ -58,7 +59,7 @@ func Open(ctx context.Context, path string, opts *Options) (*SQLite, error) {
 	if err := prepareFile(abs, o.Logger); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &SQLite{path: abs, opts: o, log: o.Logger}
+	s := &SQLite{path: abs, opts: o, log: o.Logger, rows: newRowCache()}
 	if err := s.openPools(ctx); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}

@@ -204,7 +204,11 @@ func (s *SQLite) updateJobRow(ctx context.Context, tx *sql.Tx,
 	}
 	u := s.stmts.updJob
 	mask = u.diff(old, vals)
-	miss, err = u.exec(ctx, tx, mask, vals, cur.ID)
+	written, miss, err := u.exec(ctx, tx, mask, vals, cur.ID, cur.Version)
+	if err == nil && !written {
+		// The row was read in this transaction, which holds the write lock.
+		err = fmt.Errorf("job %s changed during its update", cur.ID)
+	}
 	return mask, miss, err
 }
 

@@ -81,14 +81,20 @@ func (s *SQLite) CreateSandbox(ctx context.Context, rec *agentlab.SandboxRecord)
 	if err != nil {
 		return fmt.Errorf("create sandbox %d: %w", rec.VMID, err)
 	}
+	var id int64
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxCols+`)
+		res, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxCols+`)
 			VALUES (`+placeholders(len(args))+`)`, args...)
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create sandbox %d: %w", rec.VMID, err)
 	}
+	s.rows.put(cachedRow{id: id, rec: next, args: args})
 	*rec = setCreated(*rec, next)
 	return nil
 }
@@ -245,48 +251,106 @@ func noEvents(fn func(*agentlab.SandboxRecord) error) func(
 // the events fn returns as AppendEvent does, all in one IMMEDIATE
 // transaction, so no concurrent update (from any process) is lost and the
 // record and its events are stored together or not at all. fn may run
-// more than once (after SQLITE_BUSY) and must not call the store. An error
-// from fn aborts the update and is returned unchanged. Changing VMID or an
-// invalid event fails with [agentlab.ErrInvalidArgument]; taking a live
-// name fails with [agentlab.ErrAlreadyExists]. The events come back in
-// fn's order with ID, Time and SchemaVersion set.
+// more than once (after SQLITE_BUSY, or when another handle changed the
+// row) and must not call the store. An error from fn aborts the update and
+// is returned unchanged. Changing VMID or an invalid event fails with
+// [agentlab.ErrInvalidArgument]; taking a live name fails with
+// [agentlab.ErrAlreadyExists]. The events come back in fn's order with ID,
+// Time and SchemaVersion set.
 //
-// Only the columns that changed are written, with prepared statements.
+// Only the columns that changed are written, with prepared statements, and
+// a live row this handle wrote last is not read again (see rowCache).
 func (s *SQLite) UpdateSandboxEvents(ctx context.Context, vmid int,
 	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (
 	agentlab.SandboxRecord, []agentlab.Event, error) {
-	var (
-		out  agentlab.SandboxRecord
-		evs  []agentlab.Event
-		miss bool
-		mask uint64
-	)
+	var u sandboxUpdate
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		row := tx.StmtContext(ctx, s.stmts.selSandbox).QueryRowContext(ctx, vmid)
-		cur, id, err := scanSandbox(row)
-		if err != nil {
-			return err
-		}
-		now := s.opts.Now()
-		var data []any
-		if out, evs, err = applySandbox(cur, fn, now); err != nil {
-			return err
-		}
-		if evs, data, err = prepareEvents(evs, now); err != nil {
-			return err
-		}
-		if mask, miss, err = s.updateSandboxRow(ctx, tx, id, &cur, &out); err != nil {
-			return err
-		}
-		return s.insertEvents(ctx, tx, evs, data)
+		var err error
+		u, err = s.updateSandbox(ctx, tx, vmid, fn)
+		return err
 	})
 	if err != nil {
+		s.rows.drop(vmid)
 		return agentlab.SandboxRecord{}, nil, unwrapFn(err, fmt.Sprintf("update sandbox %d", vmid))
 	}
-	if miss {
-		s.stmts.updSandbox.prepare(ctx, s.w, mask)
+	s.rows.put(u.row)
+	if u.miss {
+		s.stmts.updSandbox.prepare(ctx, s.w, u.mask)
 	}
-	return out, evs, nil
+	return u.row.rec, u.evs, nil
+}
+
+// sandboxUpdate is the outcome of one update: the row as written, the
+// events with their IDs, and the statement used.
+type sandboxUpdate struct {
+	row  cachedRow
+	evs  []agentlab.Event
+	mask uint64
+	miss bool // the statement for mask is not prepared yet
+}
+
+// updateSandbox runs one update in tx: on the kept row when there is one,
+// and on the row read afresh when there is none or it changed since.
+func (s *SQLite) updateSandbox(ctx context.Context, tx *sql.Tx, vmid int,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (sandboxUpdate, error) {
+	cur, kept := s.rows.get(vmid)
+	for {
+		if !kept {
+			var err error
+			if cur, err = s.readRow(ctx, tx, vmid); err != nil {
+				return sandboxUpdate{}, err
+			}
+		}
+		u, err := s.writeRow(ctx, tx, cur, fn)
+		if err != nil || u.row.id != 0 {
+			return u, err
+		}
+		if !kept {
+			// The row was read in this transaction, which holds the write lock.
+			return u, fmt.Errorf("sandbox %d changed during its update", vmid)
+		}
+		kept = false
+	}
+}
+
+// readRow reads the row of vmid that GetSandbox would return.
+func (s *SQLite) readRow(ctx context.Context, tx *sql.Tx, vmid int) (cachedRow, error) {
+	row := tx.StmtContext(ctx, s.stmts.selSandbox).QueryRowContext(ctx, vmid)
+	rec, id, err := scanSandbox(row)
+	if err != nil {
+		return cachedRow{}, err
+	}
+	args, err := sandboxArgs(&rec)
+	return cachedRow{id: id, rec: rec, args: args}, err
+}
+
+// writeRow applies fn to cur's record and writes the changed columns and
+// the events, unless the row's version is no longer cur's: then it writes
+// nothing and returns a zero row.
+func (s *SQLite) writeRow(ctx context.Context, tx *sql.Tx, cur cachedRow,
+	fn func(*agentlab.SandboxRecord) ([]agentlab.Event, error)) (sandboxUpdate, error) {
+	now := s.opts.Now()
+	out, evs, err := applySandbox(cur.rec, fn, now)
+	if err != nil {
+		return sandboxUpdate{}, err
+	}
+	evs, data, err := prepareEvents(evs, now)
+	if err != nil {
+		return sandboxUpdate{}, err
+	}
+	vals, err := sandboxArgs(&out)
+	if err != nil {
+		return sandboxUpdate{}, err
+	}
+	st := s.stmts.updSandbox
+	mask := st.diff(cur.args, vals)
+	written, miss, err := st.exec(ctx, tx, mask, vals, cur.id, cur.rec.Version)
+	if err != nil || !written {
+		return sandboxUpdate{}, err
+	}
+	u := sandboxUpdate{row: cachedRow{id: cur.id, rec: out, args: vals}, evs: evs,
+		mask: mask, miss: miss}
+	return u, s.insertEvents(ctx, tx, evs, data)
 }
 
 // applySandbox runs fn on a copy of cur and returns the record to store
@@ -311,21 +375,3 @@ func applySandbox(cur agentlab.SandboxRecord,
 	return next, evs, nil
 }
 
-// updateSandboxRow writes the columns of row id that differ between cur
-// and next. It returns the set of columns and whether its statement was
-// not prepared yet.
-func (s *SQLite) updateSandboxRow(ctx context.Context, tx *sql.Tx, id int64,
-	cur, next *agentlab.SandboxRecord) (mask uint64, miss bool, err error) {
-	old, err := sandboxArgs(cur)
-	if err != nil {
-		return 0, false, err
-	}
-	vals, err := sandboxArgs(next)
-	if err != nil {
-		return 0, false, err
-	}
-	u := s.stmts.updSandbox
-	mask = u.diff(old, vals)
-	miss, err = u.exec(ctx, tx, mask, vals, id)
-	return mask, miss, err
-}

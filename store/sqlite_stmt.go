@@ -121,31 +121,37 @@ func (u *updateStmts) query(mask uint64) string {
 			sep = ", "
 		}
 	}
-	b.WriteString(" WHERE " + u.key + " = ?")
+	b.WriteString(" WHERE " + u.key + " = ? AND version = ?")
 	return b.String()
 }
 
-// exec sets the columns in mask of the row whose key is key to their values
-// in vals, in tx. It reports a miss when the statement was not prepared
-// yet; the caller then calls prepare after the transaction.
+// exec sets the columns in mask of the row whose key is key, if its version
+// is still version, to their values in vals, in tx. It reports whether a
+// row was written, and a miss when the statement was not prepared yet; the
+// caller then calls prepare after the transaction.
 func (u *updateStmts) exec(ctx context.Context, tx *sql.Tx, mask uint64, vals []any,
-	key any) (miss bool, err error) {
-	args := make([]any, 0, len(vals)+1)
+	key any, version int64) (written, miss bool, err error) {
+	args := make([]any, 0, len(vals)+2)
 	for i, v := range vals {
 		if mask&(1<<i) != 0 {
 			args = append(args, v)
 		}
 	}
-	args = append(args, key)
+	args = append(args, key, version)
 	u.mu.Lock()
 	st := u.stmts[mask]
 	u.mu.Unlock()
+	var res sql.Result
 	if st != nil {
-		_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
-		return false, err
+		res, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	} else {
+		res, err = tx.ExecContext(ctx, u.query(mask), args...)
 	}
-	_, err = tx.ExecContext(ctx, u.query(mask), args...)
-	return true, err
+	if err != nil {
+		return false, st == nil, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, st == nil, err
 }
 
 // prepare prepares the statement for mask on db and keeps it, unless it is
