@@ -374,4 +374,3 @@ func applySandbox(cur agentlab.SandboxRecord,
 	normSandbox(&next)
 	return next, evs, nil
 }
-
