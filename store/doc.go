@@ -25,7 +25,11 @@
 //
 // Update functions run inside the transaction or under the mutex: they
 // must be quick, free of side effects (SQLite may run one again after
-// SQLITE_BUSY) and must not call the store, which would deadlock.
+// SQLITE_BUSY, or when another handle changed the row since this one last
+// wrote it) and must not call the store, which would deadlock. A handle
+// remembers the live rows it wrote last and updates them without reading
+// them first; the UPDATE names the version it expects, so a row another
+// handle or process changed meanwhile is read again, never overwritten.
 //
 // # Durability
 //
