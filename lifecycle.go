@@ -89,11 +89,17 @@ func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, 
 		if err := checkOp(spec.op, r.VMID, r.State); err != nil {
 			return err
 		}
+		if r.Op == opAbandoned && !spec.ignoreBusy {
+			return fmt.Errorf("%w: cannot %s: provisioning of sandbox %d failed and "+
+				"its vm awaits destroy", ErrInvalidState, spec.op.verb(), r.VMID)
+		}
 		if r.Op != "" && !spec.ignoreBusy && now.Sub(r.OpStarted) < s.m.cfg.StaleOpAfter {
 			return fmt.Errorf("%w: %s in progress since %s", ErrBusy, r.Op,
 				r.OpStarted.Format(time.RFC3339))
 		}
-		r.Op, r.OpStarted = string(spec.op), now
+		if r.Op != opAbandoned { // only a destroy gets here; a failed one keeps the mark
+			r.Op, r.OpStarted = string(spec.op), now
+		}
 		return nil
 	})
 	if noop {
@@ -108,11 +114,15 @@ func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, 
 var errNoop = errors.New("no-op")
 
 // fail clears the in-flight operation and records the error. The state is
-// left as it was; reconcile corrects it if the VM moved.
+// left as it was; reconcile corrects it if the VM moved. An abandoned
+// provisioning stays marked.
 func (s *Sandbox) fail(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
-		r.Op, r.OpStarted, r.LastError = "", time.Time{}, cause.Error()
+		if r.Op != opAbandoned {
+			r.Op, r.OpStarted = "", time.Time{}
+		}
+		r.LastError = cause.Error()
 		return nil
 	})
 	if err == nil {

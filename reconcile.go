@@ -43,7 +43,8 @@ type ReconcileReport struct {
 // absence from a list) is marked DESTROYED; an operation interrupted by a
 // crash is finished or undone; a state that contradicts the VM's power
 // state follows the VM. Records with an operation in flight younger than
-// StaleOpAfter are left alone. It is idempotent and safe to run from several
+// StaleOpAfter are left alone; an abandoned provisioning (its cleanup
+// failed) is destroyed at once. It is idempotent and safe to run from several
 // processes.
 func (m *Manager) Reconcile(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
 	var rep ReconcileReport
@@ -98,7 +99,7 @@ func (m *Manager) reconcileOrphan(ctx context.Context, vm VM, apply bool) (Findi
 }
 
 func (m *Manager) reconcileOne(ctx context.Context, r SandboxRecord, apply bool) (Finding, bool) {
-	if r.Op != "" && m.now().Sub(r.OpStarted) < m.cfg.StaleOpAfter {
+	if r.Op != "" && r.Op != opAbandoned && m.now().Sub(r.OpStarted) < m.cfg.StaleOpAfter {
 		return Finding{}, false // someone is working on it
 	}
 	vm, err := m.hv.Status(ctx, r.VMID)
@@ -130,7 +131,8 @@ func (m *Manager) fixMissing(ctx context.Context, r SandboxRecord, apply bool) F
 }
 
 // fixInterrupted resolves a record left mid-operation by a crash. An
-// interrupted provisioning or destroy is completed by destroying the VM;
+// interrupted or abandoned provisioning or destroy is completed by
+// destroying the VM;
 // any other operation is cleared and the state follows the VM.
 func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, apply bool) Finding {
 	f := Finding{VMID: r.VMID, Kind: FindingInterrupted,
@@ -141,7 +143,8 @@ func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, ap
 	if !apply {
 		return f
 	}
-	if r.State.Transient() || r.Op == string(OpDestroy) || r.Op == "provision" {
+	if r.State.Transient() || r.Op == string(OpDestroy) || r.Op == "provision" ||
+		r.Op == opAbandoned {
 		f.Action = "destroyed vm"
 		if err := m.hv.Destroy(ctx, r.VMID); err != nil {
 			f.Action = "destroy vm: " + err.Error()

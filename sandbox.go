@@ -121,7 +121,10 @@ func (r *CreateRequest) validate() error {
 // in state BOOTING instead.
 //
 // When provisioning fails, the VM (if any was made) is destroyed, the
-// record ends DESTROYED with the reason, and the error is returned.
+// record ends DESTROYED with the reason, and the error is returned. When
+// that destroy fails too, the record ends FAILED with the provisioning
+// marked abandoned: only Destroy is then valid, and Reconcile destroys the
+// VM.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, error) {
 	if err := m.checkOpen(); err != nil {
 		return nil, err
@@ -359,11 +362,27 @@ func (m *Manager) abandon(ctx context.Context, s *Sandbox, vmMayExist bool, caus
 		Data: map[string]any{"error": cause.Error()}})
 	if vmMayExist {
 		if err := m.destroyOwnedVM(ctx, s.vmid); err != nil {
-			m.recordError(ctx, s, StateFailed, fmt.Errorf("%v; cleanup: %w", cause, err))
+			m.recordAbandoned(ctx, s, fmt.Errorf("%v; cleanup: %w", cause, err))
 			return
 		}
 	}
 	m.recordError(ctx, s, StateDestroyed, cause)
+}
+
+// opAbandoned marks a record whose provisioning failed and whose VM the
+// cleanup could not destroy. The VM may lack its keys or its network
+// policy: only Destroy is valid, and reconcile destroys it at once.
+const opAbandoned = "abandoned"
+
+// recordAbandoned moves the sandbox to FAILED with the error recorded and
+// the operation marked abandoned.
+func (m *Manager) recordAbandoned(ctx context.Context, s *Sandbox, cause error) {
+	_, err := m.transition(ctx, s, StateFailed, func(r *SandboxRecord) {
+		r.LastError, r.Op, r.OpStarted = cause.Error(), opAbandoned, m.now()
+	})
+	if err != nil {
+		m.log.Debug("record failure", "vmid", s.vmid, "err", err)
+	}
 }
 
 // destroyOwnedVM destroys vmid only if it carries this Manager's marker.

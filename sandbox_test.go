@@ -200,6 +200,48 @@ func TestCreate_ProvisionFailureLeavesNoVM(t *testing.T) {
 	}
 }
 
+// TestCreate_FailedCleanupOnlyDestroyable: provisioning fails after the
+// clone (configure or firewall refused) and the cleanup destroy fails too.
+// The half-built VM (keys or network policy never applied) must not be
+// started, paused or snapshotted; reconcile destroys it at once.
+func TestCreate_FailedCleanupOnlyDestroyable(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	env.Hypervisor.AddHook(func(_ context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpProvision {
+			return errors.New("injected firewall failure"), true
+		}
+		return nil, false
+	})
+	env.Hypervisor.FailNext(agentlabtest.OpDestroy, 0, 2, errors.New("injected destroy"))
+	sb, err := env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test"})
+	require.ErrorContains(t, err, "injected firewall failure")
+	rec, err := sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateFailed, rec.State)
+	require.Contains(t, rec.LastError, "injected destroy")
+	require.Len(t, env.Hypervisor.VMs(), 1, "the VM the cleanup could not destroy")
+
+	for name, op := range map[string]func(context.Context) error{
+		"start": sb.Start, "stop": sb.Stop, "pause": sb.Pause,
+		"snapshot": func(ctx context.Context) error { return sb.SaveSnapshot(ctx, "s1", nil) },
+	} {
+		require.ErrorIs(t, op(ctx), agentlab.ErrInvalidState, name)
+	}
+	require.ErrorContains(t, sb.Destroy(ctx), "injected destroy")
+	require.ErrorIs(t, sb.Start(ctx), agentlab.ErrInvalidState, "a failed destroy keeps the mark")
+	require.Equal(t, 0, env.Hypervisor.Calls(agentlabtest.OpStart), "never booted")
+
+	rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{agentlab.FindingInterrupted}, findingKinds(rep))
+	require.Empty(t, env.Hypervisor.VMs(), "reconcile finished the cleanup")
+	rec, err = sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, rec.State)
+	require.Empty(t, rec.Op)
+}
+
 func TestCreate_NoWait(t *testing.T) {
 	env := newEnv(t)
 	sb := create(t, env, agentlab.CreateRequest{NoWait: true})
