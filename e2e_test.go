@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -59,13 +60,20 @@ network:
 
 func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	t.Helper()
+	return newLoggedWorld(t, simCfg, nil)
+}
+
+// newLoggedWorld is newRealWorld with logger (nil: silent) given to the
+// Manager, the Proxmox adapter and the SSH transport.
+func newLoggedWorld(t *testing.T, simCfg pvesim.Config, logger *slog.Logger) *realWorld {
+	t.Helper()
 	ctx := ctxT(t)
 	sim := pvesim.Start(t, simCfg)
 	require.NoError(t, sim.AddTemplate(sim.Nodes()[0], 9000, "tmpl-agent", nil))
 	hv, err := proxmox.New(ctx, proxmox.Config{URL: sim.URL(), TokenID: sim.TokenID(),
 		TokenSecret: sim.TokenSecret(), Fingerprint: sim.Fingerprint(),
 		GuestCIDR: netip.MustParsePrefix("10.77.0.0/16"), PollInterval: 5 * time.Millisecond,
-		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond, Logger: logger})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = hv.Close() })
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentlab.db"), nil)
@@ -78,7 +86,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	require.NoError(t, err)
 	addr, jumpKey, jumpUser := sim.JumpHost()
 	guest := sshx.New(sshx.Config{Signer: signer, Jump: &sshx.JumpHost{Addr: addr,
-		User: jumpUser, HostKey: string(ssh.MarshalAuthorizedKey(jumpKey))}})
+		User: jumpUser, HostKey: string(ssh.MarshalAuthorizedKey(jumpKey))}, Logger: logger})
 	t.Cleanup(func() { _ = guest.Close() })
 
 	profiles, err := agentlab.ParseProfiles("e2e.yaml", []byte(e2eProfiles))
@@ -89,7 +97,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	w.cfg = agentlab.Config{Store: st, Hypervisor: hv, Guest: guest, Profiles: set,
 		SSHPublicKeys: []string{string(ssh.MarshalAuthorizedKey(signer.PublicKey()))},
 		ArtifactDir:   t.TempDir(), JobPollInterval: 20 * time.Millisecond,
-		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1}
+		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1, Logger: logger}
 	w.manager, err = agentlab.New(ctx, w.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = w.manager.Close(context.Background()) })
