@@ -197,7 +197,11 @@ func (m *Manager) fixIP(ctx context.Context, r SandboxRecord, apply bool) Findin
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := m.hv.GuestInfo(ctx, r.VMID)
-	if err != nil || info.IP == "" {
+	if err == nil {
+		conflicts := 0
+		err = m.checkAddress(ctx, r.VMID, info.IP, &conflicts)
+	}
+	if err != nil {
 		f.Action = "address not available yet"
 		return f
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sync"
@@ -464,15 +465,33 @@ func (m *Manager) guestInfo(ctx context.Context, vmid int) (GuestInfo, error) {
 	}
 }
 
-// usable checks what the guest reported: an address no other live sandbox
-// holds (a guest can claim any address), and a host key unless keys are
-// trusted on first use. Failures are retryable: the agent may be busy, or
-// the other sandbox may be going away.
+// usable checks what the guest reported: an address checkAddress accepts
+// (a guest can claim any address), and a host key unless keys are trusted
+// on first use. Failures are retryable: the agent may be busy, or the other
+// sandbox may be going away.
 func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflicts *int) error {
-	if info.IP == "" {
+	if err := m.checkAddress(ctx, vmid, info.IP, conflicts); err != nil {
+		return err
+	}
+	if info.HostKey == "" && !m.cfg.TrustOnFirstUse && m.guest != nil {
+		return fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
+			"and trust on first use is off", ErrNotReady)
+	}
+	return nil
+}
+
+// checkAddress accepts ip, reported by vmid's guest, when it is a unicast
+// address (never the host itself, a broadcast or a name) that no other live
+// sandbox holds. The first conflict seen (*conflicts is zero) is emitted as
+// an event. Failures match ErrNotReady.
+func (m *Manager) checkAddress(ctx context.Context, vmid int, ip string, conflicts *int) error {
+	if ip == "" {
 		return fmt.Errorf("%w: guest reports no address yet", ErrNotReady)
 	}
-	holders, err := m.store.ListSandboxes(ctx, SandboxFilter{IP: info.IP, States: liveStates})
+	if a, err := netip.ParseAddr(ip); err != nil || !a.IsGlobalUnicast() {
+		return fmt.Errorf("%w: guest reports %q, not a usable address", ErrNotReady, ip)
+	}
+	holders, err := m.store.ListSandboxes(ctx, SandboxFilter{IP: ip, States: liveStates})
 	if err != nil {
 		return err
 	}
@@ -482,16 +501,12 @@ func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflict
 		}
 		if *conflicts == 0 {
 			m.emit(ctx, Event{Kind: EventIPConflict, VMID: vmid,
-				Message: fmt.Sprintf("guest reports %s, held by sandbox %d", info.IP, h.VMID),
-				Data:    map[string]any{"ip": info.IP, "conflicting_vmid": h.VMID}})
+				Message: fmt.Sprintf("guest reports %s, held by sandbox %d", ip, h.VMID),
+				Data:    map[string]any{"ip": ip, "conflicting_vmid": h.VMID}})
 		}
 		*conflicts++
 		return fmt.Errorf("%w: guest reports address %s, held by sandbox %d", ErrNotReady,
-			info.IP, h.VMID)
-	}
-	if info.HostKey == "" && !m.cfg.TrustOnFirstUse && m.guest != nil {
-		return fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
-			"and trust on first use is off", ErrNotReady)
+			ip, h.VMID)
 	}
 	return nil
 }

@@ -344,6 +344,26 @@ func TestCreate_HostileOrSilentGuest(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.Empty(t, env.Hypervisor.VMs(), "the silent VM is destroyed")
 	})
+	// An address SSH must never be sent to: the host itself (unspecified,
+	// loopback), multicast, broadcast, link-local, or not an address at all.
+	for _, ip := range []string{"0.0.0.0", "127.0.0.1", "::", "::1", "224.0.0.1",
+		"255.255.255.255", "169.254.169.254", "fe80::1", "evil.example.com", "10.0.0.1:2222",
+		"10.0.0.1\n"} {
+		t.Run("reports "+strings.TrimSpace(ip), func(t *testing.T) {
+			env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+				Config: agentlab.Config{ReadyTimeout: 200 * time.Millisecond}})
+			env.Hypervisor.SetGuestIP(1000, ip)
+			sb, err := env.Manager.Create(ctxT(t), agentlab.CreateRequest{Profile: "test"})
+			require.ErrorIs(t, err, agentlab.ErrTimeout)
+			require.ErrorContains(t, err, "not a usable address")
+			require.Empty(t, env.Hypervisor.VMs(), "the VM is destroyed")
+			require.Equal(t, agentlab.StateDestroyed, sb.Record().State)
+			evs, err := env.Manager.Events(ctxT(t), agentlab.EventFilter{Kinds: []string{
+				agentlab.EventSandboxSSHReady, agentlab.EventSandboxSSHFailed}})
+			require.NoError(t, err)
+			require.Empty(t, evs, "SSH was never tried at that address")
+		})
+	}
 	t.Run("claims another sandbox's address", func(t *testing.T) {
 		env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
 			Config: agentlab.Config{ReadyTimeout: 300 * time.Millisecond}})
