@@ -248,11 +248,20 @@ func TestJob_InvalidSpecs(t *testing.T) {
 		{Profile: "test", Task: "t", Env: map[string]string{"A B": "x"}},
 		{Profile: "test", Task: "t", Artifacts: []string{"../escape"}},
 		{Profile: "test", Task: "t", Artifacts: []string{"/etc/passwd"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"a/../../b"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"."}},
+		{Profile: "test", Task: "t", Artifacts: []string{"./job.log"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"job.log/x"}},
+		{Profile: "test", Task: "t", Artifacts: []string{""}},
+		{Profile: "test", Task: "t", TTL: time.Second},
 	} {
 		_, err := env.Manager.RunJob(ctxT(t), spec)
 		require.ErrorIs(t, err, agentlab.ErrInvalidArgument, "%+v", spec)
 	}
-	_, err := env.Manager.RunJob(ctxT(t), agentlab.JobSpec{Task: "t", Profile: "nope"})
+	jobs, err := env.Manager.ListJobs(ctxT(t), agentlab.JobFilter{})
+	require.NoError(t, err)
+	require.Empty(t, jobs, "a rejected spec leaves no job behind")
+	_, err = env.Manager.RunJob(ctxT(t), agentlab.JobSpec{Task: "t", Profile: "nope"})
 	require.ErrorIs(t, err, agentlab.ErrNotFound)
 }
 
@@ -435,4 +444,28 @@ func TestJob_SandboxDestroyedWhileQueued(t *testing.T) {
 	rec = waitJob(t, j)
 	require.Equal(t, agentlab.JobFailed, rec.Status)
 	require.Empty(t, env.Hypervisor.VMs())
+}
+
+// TestJob_FloodedLogIsBounded: a guest that floods its log (thousands of
+// lines, a line of 300 kB) gets at most maxLogEvents job.log events, each
+// cut to about 1000 bytes, while the full log is kept as an artifact.
+func TestJob_FloodedLogIsBounded(t *testing.T) {
+	env := jobEnv(t, `seq 1 3000 | sed 's/^/line /'; head -c 300000 /dev/zero | tr '\0' x;`+
+		` echo; echo done > out.txt`)
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "flood", Profile: "test"})
+	require.NoError(t, err)
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	evs, err := env.Manager.Events(ctx, agentlab.EventFilter{JobID: rec.ID,
+		Kinds: []string{agentlab.EventJobLog}})
+	require.NoError(t, err)
+	require.Len(t, evs, 2000, "job.log events are capped")
+	for _, ev := range evs {
+		require.LessOrEqual(t, len(ev.Message), 1000+len("…"))
+	}
+	var full bytes.Buffer
+	require.NoError(t, j.Logs(ctx, &full, agentlab.LogOptions{}))
+	require.Contains(t, full.String(), "line 3000\n", "the full log is kept")
+	require.Contains(t, full.String(), strings.Repeat("x", 300000))
 }

@@ -205,6 +205,8 @@ func (s *JobSpec) validate() error {
 		return fmt.Errorf("%w: job task is larger than 1 MiB", ErrInvalidArgument)
 	case s.Timeout < 0:
 		return fmt.Errorf("%w: job timeout %v is negative", ErrInvalidArgument, s.Timeout)
+	case s.TTL > 0 && s.TTL < time.Minute:
+		return fmt.Errorf("%w: job ttl %v is shorter than a minute", ErrInvalidArgument, s.TTL)
 	case strings.HasPrefix(s.RepoURL, "-") || strings.HasPrefix(s.Ref, "-"):
 		return fmt.Errorf("%w: repository URL and ref must not start with -",
 			ErrInvalidArgument)
@@ -224,10 +226,18 @@ func (s *JobSpec) validate() error {
 	return nil
 }
 
+// checkArtifactPath accepts a relative guest path inside the work
+// directory that names something in it (not the directory itself) and does
+// not land on the job log in the artifact directory.
 func checkArtifactPath(p string) error {
 	clean := path.Clean(p)
-	if p == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+	if p == "" || path.IsAbs(clean) || clean == "." || clean == ".." ||
+		strings.HasPrefix(clean, "../") {
 		return fmt.Errorf("%w: artifact path %q must stay inside the work directory",
+			ErrInvalidArgument, p)
+	}
+	if clean == jobLogName || strings.HasPrefix(clean, jobLogName+"/") {
+		return fmt.Errorf("%w: artifact path %q would replace the job log",
 			ErrInvalidArgument, p)
 	}
 	return nil

@@ -139,6 +139,12 @@ func (p *Profile) Validate() error {
 		return &ProfileError{Source: p.Source, Field: "network",
 			Msg: strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")}
 	}
+	for _, a := range p.Job.Artifacts {
+		if err := checkArtifactPath(a); err != nil {
+			return &ProfileError{Source: p.Source, Field: "job.artifacts",
+				Msg: strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")}
+		}
+	}
 	return nil
 }
 

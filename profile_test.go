@@ -83,6 +83,12 @@ func TestParseProfiles_Rejects(t *testing.T) {
 		{"bad expiry", "name: a1\ntemplate_vmid: 9000\nbehavior:\n  on_expiry: explode\n",
 			"behavior.on_expiry"},
 		{"alias bomb", aliasBomb(), "p.yaml"},
+		{"artifact escapes", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [ok, ../../x]\n",
+			"job.artifacts: artifact path \"../../x\" must stay inside the work directory"},
+		{"artifact absolute", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [/etc]\n",
+			"job.artifacts"},
+		{"artifact is the log", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [job.log]\n",
+			"job.artifacts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
