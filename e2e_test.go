@@ -292,3 +292,34 @@ func TestE2E_ParallelJobs(t *testing.T) {
 	}
 	require.Len(t, w.sim.VMs(), 1, "only the template is left")
 }
+
+// TestE2E_ArtifactBudget runs the artifact budget over SSH and SFTP: a
+// single file larger than the budget is refused from its announced size, a
+// tree that outgrows it is removed, and what fits is kept.
+func TestE2E_ArtifactBudget(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{})
+	cfg := w.cfg
+	cfg.MaxArtifactBytes = 1500
+	m, err := agentlab.New(ctxT(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	ctx := ctxT(t)
+	j, err := m.RunJob(ctx, agentlab.JobSpec{Profile: "yolo-ephemeral", Task: "t",
+		Command: "head -c 5000 /dev/zero > answer.txt; mkdir tree; for i in 1 2 3 4 5 6; " +
+			"do head -c 300 /dev/zero > tree/$i; done; echo small > small.txt",
+		Artifacts: []string{"tree", "small.txt"}})
+	require.NoError(t, err)
+	rec, err := j.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	var names []string
+	for _, a := range rec.Results {
+		names = append(names, a.Name)
+	}
+	require.ElementsMatch(t, []string{"job.log", "small.txt"}, names)
+	dir := filepath.Join(cfg.ArtifactDir, rec.ID)
+	for _, gone := range []string{"answer.txt", "tree"} {
+		_, err := os.Stat(filepath.Join(dir, gone))
+		require.ErrorIs(t, err, os.ErrNotExist, "%s is not kept", gone)
+	}
+}

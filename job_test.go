@@ -469,3 +469,41 @@ func TestJob_FloodedLogIsBounded(t *testing.T) {
 	require.Contains(t, full.String(), "line 3000\n", "the full log is kept")
 	require.Contains(t, full.String(), strings.Repeat("x", 300000))
 }
+
+// TestJob_ArtifactBudget: a guest that writes artifacts larger than
+// Config.MaxArtifactBytes fills no host disk: what does not fit is not
+// kept (a partial tree is removed), the rest is, and the job still ends.
+func TestJob_ArtifactBudget(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Profiles: []agentlab.Profile{{
+		Name: "test", TemplateVMID: 9000,
+		Job: agentlab.JobSettings{Command: "head -c 5000 /dev/zero > big.bin; " +
+			"mkdir tree; for i in 1 2 3 4 5 6; do head -c 300 /dev/zero > tree/$i; done; " +
+			"echo small > small.txt", Artifacts: []string{"big.bin", "tree", "small.txt"}},
+	}}, Config: agentlab.Config{MaxArtifactBytes: 1500}})
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test"})
+	require.NoError(t, err)
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	var names []string
+	dir := ""
+	for _, a := range rec.Results {
+		names = append(names, a.Name)
+		dir = filepath.Dir(a.Path)
+	}
+	require.ElementsMatch(t, []string{"job.log", "small.txt"}, names)
+	for _, gone := range []string{"big.bin", "tree"} {
+		_, err := os.Stat(filepath.Join(dir, gone))
+		require.ErrorIs(t, err, os.ErrNotExist, "%s is not kept", gone)
+	}
+	evs, err := env.Manager.Events(ctx, agentlab.EventFilter{JobID: rec.ID,
+		Kinds: []string{agentlab.EventJobStep}})
+	require.NoError(t, err)
+	over := 0
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "MaxArtifactBytes") {
+			over++
+		}
+	}
+	require.Equal(t, 2, over, "each refused artifact is reported")
+}

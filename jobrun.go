@@ -987,8 +987,9 @@ func (r *runner) teardown(ctx context.Context, status JobStatus) {
 	}
 }
 
-// collect downloads the job log and artifacts to the artifact directory.
-// A missing artifact is reported as an event, not a failure.
+// collect downloads the job log and artifacts to the artifact directory,
+// within Config.MaxArtifactBytes. A missing artifact, or one that does not
+// fit, is reported as an event, not a failure.
 func (r *runner) collect(ctx context.Context) []Artifact {
 	rec := r.job.Record()
 	dir := filepath.Join(r.m.cfg.ArtifactDir, rec.ID)
@@ -1003,9 +1004,10 @@ func (r *runner) collect(ctx context.Context) []Artifact {
 		pairs = append(pairs, [2]string{path.Join(wd, a), path.Clean(a)})
 	}
 	var out []Artifact
+	budget := newByteBudget(r.m.cfg.MaxArtifactBytes)
 	for _, p := range pairs {
 		local := filepath.Join(dir, filepath.FromSlash(p[1]))
-		if err := r.sb.Download(ctx, p[0], local, nil); err != nil {
+		if err := r.fetch(ctx, p[0], local, budget); err != nil {
 			r.m.emit(ctx, Event{Kind: EventJobStep, JobID: rec.ID, VMID: rec.VMID,
 				Message: err.Error(), Data: map[string]any{"step": "collect", "name": p[1],
 					"error": err.Error()}})
