@@ -201,14 +201,35 @@ func (s *Sandbox) startStep(ctx context.Context, _ SandboxRecord) (opResult, err
 	if _, err := m.transition(ctx, s, StateBooting, nil); err != nil {
 		return opResult{}, err
 	}
-	if err := m.hv.Start(ctx, s.vmid); err != nil {
-		return opResult{}, err
-	}
-	ready, err := m.awaitGuest(ctx, s)
+	ready, err := s.boot(ctx)
 	if err != nil {
+		s.settleFailedStart(ctx)
 		return opResult{}, err
 	}
 	return opResult{to: StateRunning, mutate: m.touch, events: ready}, nil
+}
+
+// boot powers the VM on and waits for its guest.
+func (s *Sandbox) boot(ctx context.Context) ([]Event, error) {
+	if err := s.m.hv.Start(ctx, s.vmid); err != nil {
+		return nil, err
+	}
+	return s.m.awaitGuest(ctx, s)
+}
+
+// settleFailedStart moves a sandbox whose start failed out of BOOTING, which
+// reconcile would otherwise resolve: to STOPPED when its VM is off, else to
+// FAILED (the guest did not become usable; Start may be tried again).
+func (s *Sandbox) settleFailedStart(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	to := StateFailed
+	if vm, err := s.m.hv.Status(ctx, s.vmid); err == nil && vm.Power == PowerStopped {
+		to = StateStopped
+	}
+	if _, err := s.m.transition(ctx, s, to, nil); err != nil {
+		s.m.log.Debug("settle failed start", "vmid", s.vmid, "err", err)
+	}
 }
 
 // touch records activity now.

@@ -132,7 +132,7 @@ func (m *Manager) fixMissing(ctx context.Context, r SandboxRecord, apply bool) F
 
 // fixInterrupted resolves a record left mid-operation by a crash. An
 // interrupted or abandoned provisioning or destroy is completed by
-// destroying the VM;
+// destroying the VM (see destroysVM);
 // any other operation is cleared and the state follows the VM.
 func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, apply bool) Finding {
 	f := Finding{VMID: r.VMID, Kind: FindingInterrupted,
@@ -143,8 +143,7 @@ func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, ap
 	if !apply {
 		return f
 	}
-	if r.State.Transient() || r.Op == string(OpDestroy) || r.Op == "provision" ||
-		r.Op == opAbandoned {
+	if destroysVM(r) {
 		f.Action = "destroyed vm"
 		if err := m.hv.Destroy(ctx, r.VMID); err != nil {
 			f.Action = "destroy vm: " + err.Error()
@@ -158,6 +157,19 @@ func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, ap
 	}
 	m.emitFinding(ctx, f)
 	return f
+}
+
+// destroysVM reports whether reconcile finishes r's interrupted operation by
+// destroying the VM: a provisioning (the sandbox never was ready), an
+// abandoned one, or a destroy. BOOTING without the provision op is left by
+// an interrupted or failed start: its state follows the VM, so the sandbox
+// keeps its disk.
+func destroysVM(r SandboxRecord) bool {
+	switch r.Op {
+	case "provision", opAbandoned, string(OpDestroy):
+		return true
+	}
+	return r.State == StateRequested || r.State == StateProvisioning
 }
 
 func opOr(op, def string) string {

@@ -267,6 +267,31 @@ func TestSandbox_StartAfterFailure(t *testing.T) {
 	require.NoError(t, sb.Stop(ctx))
 }
 
+// TestSandbox_FailedStartKeepsSandbox: a start whose guest never becomes
+// usable leaves the sandbox FAILED (not BOOTING, which reconcile would take
+// for an interrupted provisioning and destroy, disk and all); it can be
+// started again once the guest answers.
+func TestSandbox_FailedStartKeepsSandbox(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+		Config: agentlab.Config{ReadyTimeout: 200 * time.Millisecond}})
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, sb.Stop(ctx))
+	env.Hypervisor.FailNext(agentlabtest.OpGuestInfo, 0, 1<<30, agentlab.ErrNotReady)
+	require.ErrorIs(t, sb.Start(ctx), agentlab.ErrTimeout)
+	require.Equal(t, agentlab.StateFailed, state(t, sb))
+
+	env.Hypervisor.FailNext(agentlabtest.OpStart, 0, 1, errors.New("injected"))
+	require.NoError(t, sb.Stop(ctx))
+	require.ErrorContains(t, sb.Start(ctx), "injected")
+	require.Equal(t, agentlab.StateStopped, state(t, sb), "the VM did not start")
+
+	_, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Len(t, env.Hypervisor.VMs(), 1, "reconcile keeps the sandbox")
+	require.Equal(t, agentlab.StateStopped, state(t, sb))
+}
+
 func TestSandbox_StopFromJobStates(t *testing.T) {
 	for _, st := range []agentlab.State{agentlab.StateCompleted, agentlab.StateFailed,
 		agentlab.StateTimeout} {
