@@ -323,3 +323,36 @@ func TestE2E_ArtifactBudget(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrNotExist, "%s is not kept", gone)
 	}
 }
+
+// TestE2E_ChangedHostKey: a guest whose SSH host key no longer matches the
+// pinned one (as after a swap of the VM behind the address) is refused at
+// once with ErrHostKeyMismatch, on start and on exec, and the pin stays.
+func TestE2E_ChangedHostKey(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{})
+	ctx := ctxT(t)
+	sb, err := w.manager.Create(ctx, agentlab.CreateRequest{Profile: "yolo-ephemeral"})
+	require.NoError(t, err)
+	require.NoError(t, sb.Stop(ctx))
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	other, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	pin := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(other)))
+	_, err = w.store.UpdateSandbox(ctx, sb.VMID(), func(r *agentlab.SandboxRecord) error {
+		r.HostKey = pin
+		return nil
+	})
+	require.NoError(t, err)
+
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.ErrorIs(t, sb.Start(sctx), agentlab.ErrHostKeyMismatch)
+	require.Less(t, time.Since(start), 10*time.Second, "a mismatch is not retried")
+	_, err = sb.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
+	require.ErrorIs(t, err, agentlab.ErrHostKeyMismatch)
+	rec, err := sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, pin, rec.HostKey, "the guest's report does not replace the pin")
+	require.NoError(t, sb.Destroy(ctx))
+}
