@@ -174,6 +174,8 @@ func (p *Profile) checks() []check {
 			fmt.Sprintf("%d is out of range 0-525600", b.IdleStopMinutes)},
 		{b.OnExpiry != "" && b.OnExpiry != "destroy" && b.OnExpiry != "stop",
 			"behavior.on_expiry", fmt.Sprintf("%q is not destroy or stop", b.OnExpiry)},
+		{p.Node != "" && ValidateNodeName(p.Node) != nil, "node",
+			fmt.Sprintf("%q is not a node name (letters, digits and -, up to 63)", p.Node)},
 		{p.SSH.Port < 0 || p.SSH.Port > 65535, "ssh.port",
 			fmt.Sprintf("%d is out of range 0-65535", p.SSH.Port)},
 		{p.SSH.User != "" && !userName.MatchString(p.SSH.User), "ssh.user",

@@ -83,6 +83,14 @@ func TestParseProfiles_Rejects(t *testing.T) {
 		{"bad expiry", "name: a1\ntemplate_vmid: 9000\nbehavior:\n  on_expiry: explode\n",
 			"behavior.on_expiry"},
 		{"alias bomb", aliasBomb(), "p.yaml"},
+		{"node with a path", "name: a1\ntemplate_vmid: 9000\nnode: pve1/../x\n",
+			"node: \"pve1/../x\""},
+		{"bridge with options", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  bridge: vmbr0,firewall=0\n", "network: bridge \"vmbr0,firewall=0\""},
+		{"bridge with a vlan tag", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  bridge: vmbr0,tag=5\n", "network: bridge"},
+		{"model with options", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  model: virtio,firewall=0\n", "network: nic model"},
 		{"artifact escapes", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [ok, ../../x]\n",
 			"job.artifacts: artifact path \"../../x\" must stay inside the work directory"},
 		{"artifact absolute", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [/etc]\n",
