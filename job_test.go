@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -506,4 +507,38 @@ func TestJob_ArtifactBudget(t *testing.T) {
 		}
 	}
 	require.Equal(t, 2, over, "each refused artifact is reported")
+}
+
+// TestJob_SilentGuestHitsDeadline: a guest that accepts the runner's
+// commands and never answers (its connection kept alive) does not hold the
+// job RUNNING past its deadline.
+func TestJob_SilentGuestHitsDeadline(t *testing.T) {
+	env := jobEnv(t, "sleep 30")
+	var silent atomic.Bool
+	env.Hypervisor.AddHook(func(ctx context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpExec && silent.Load() {
+			<-ctx.Done()
+			return ctx.Err(), false
+		}
+		return nil, false
+	})
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test",
+		Timeout: time.Second})
+	require.NoError(t, err)
+	for {
+		rec, err := j.Refresh(ctx)
+		require.NoError(t, err)
+		if rec.Status == agentlab.JobRunning && rec.GuestDir != "" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	silent.Store(true)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rec, err := j.Wait(wctx)
+	require.NoError(t, err, "the job ends although the guest never answers")
+	require.Equal(t, agentlab.JobTimeout, rec.Status, rec.Message)
+	silent.Store(false)
 }

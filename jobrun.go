@@ -554,6 +554,8 @@ func (r *runner) abort(ctx context.Context, err error) {
 		msg = cause.Error()
 	case ctx.Err() != nil:
 		return // the Manager is closing; a later Manager re-attaches
+	case r.pastDeadline(): // the guest did not answer in time
+		status, msg = JobTimeout, "job deadline exceeded: "+msg
 	}
 	if why, gone := r.destroyedElsewhere(ctx); gone {
 		r.awaitEnd(ctx, 30*time.Second)
@@ -641,8 +643,31 @@ func (r *runner) write(ctx context.Context, file, content string) error {
 	return nil
 }
 
+// guestExecTimeout bounds each guest command of a job runner: a guest that
+// takes a command and never answers (its connection kept alive) must not
+// hold the job RUNNING forever, nor past its deadline.
+const guestExecTimeout = time.Minute
+
+// exec runs one runner command in the guest, within guestExecTimeout and
+// no later than a second past the job's deadline.
+func (r *runner) exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	d := guestExecTimeout
+	if dl := r.job.Record().Deadline; !dl.IsZero() {
+		d = min(d, max(dl.Sub(r.m.now()), 0)+time.Second)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return r.sb.Exec(ctx, req)
+}
+
+// pastDeadline reports whether the job has a deadline and it has passed.
+func (r *runner) pastDeadline() bool {
+	dl := r.job.Record().Deadline
+	return !dl.IsZero() && !r.m.now().Before(dl)
+}
+
 func (r *runner) mustExec(ctx context.Context, cmd string, stdin io.Reader) error {
-	res, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd, Stdin: stdin})
+	res, err := r.exec(ctx, ExecRequest{Shell: cmd, Stdin: stdin})
 	if err != nil {
 		return err
 	}
@@ -724,7 +749,7 @@ func (r *runner) poll(ctx context.Context, offset int64) (pollResult, error) {
 		"elif [ -f %[1]s/exit ]; then echo exit:$(cat %[1]s/exit); "+
 		"else echo gone; fi; tail -c +%[2]d %[1]s/log 2>/dev/null | head -c %[3]d",
 		d, offset+1, logChunk)
-	res, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd, MaxOutput: logChunk + 256})
+	res, err := r.exec(ctx, ExecRequest{Shell: cmd, MaxOutput: logChunk + 256})
 	if err != nil {
 		return pollResult{}, err
 	}
@@ -908,7 +933,7 @@ func (r *runner) killGuest(ctx context.Context) {
 	// No "--" before the negative PID: dash's kill builtin rejects it.
 	cmd := "cd && p=$(cat " + d + "/pid 2>/dev/null) && { kill -TERM -$p 2>/dev/null; " +
 		"sleep 1; kill -KILL -$p 2>/dev/null; }; rm -rf " + d + "/secrets; true"
-	if _, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd}); err != nil {
+	if _, err := r.exec(ctx, ExecRequest{Shell: cmd}); err != nil {
 		r.m.log.Debug("kill job process", "job_id", rec.ID, "err", err)
 	}
 }
