@@ -907,7 +907,7 @@ func (r *runner) destroyBound(ctx context.Context) {
 		return
 	}
 	for _, rec := range recs {
-		sb := &Sandbox{m: r.m, vmid: rec.VMID, rec: rec}
+		sb := r.m.handle(rec)
 		if err := sb.destroy(ctx, ""); err != nil {
 			r.m.log.Debug("destroy job sandbox", "job_id", r.id(), "vmid", rec.VMID, "err", err)
 		}

@@ -62,7 +62,7 @@ func (m *Manager) Reap(ctx context.Context) (ReapReport, error) {
 }
 
 func (m *Manager) expire(ctx context.Context, rec SandboxRecord, stop bool) error {
-	s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+	s := m.handle(rec)
 	action := "destroy"
 	if stop {
 		action = "stop"
@@ -78,7 +78,7 @@ func (m *Manager) expire(ctx context.Context, rec SandboxRecord, stop bool) erro
 	if err := s.Stop(ctx); err != nil {
 		return err
 	}
-	_, err := m.store.UpdateSandbox(ctx, rec.VMID, func(r *SandboxRecord) error {
+	_, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.LeaseExpires = time.Time{}
 		return nil
 	})
@@ -102,7 +102,7 @@ func (m *Manager) StopIdle(ctx context.Context) ([]int, error) {
 		if rec.IdleStop <= 0 || idle < rec.IdleStop || m.jobLive(ctx, rec.JobID) {
 			continue
 		}
-		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+		s := m.handle(rec)
 		if err := s.Stop(ctx); err != nil {
 			m.log.Debug("idle stop", "vmid", rec.VMID, "err", err)
 			continue
@@ -130,7 +130,7 @@ func (m *Manager) noteActivity(ctx context.Context, s *Sandbox) {
 	if now.Sub(s.Record().LastActivity) < activityResolution {
 		return
 	}
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.LastActivity = now
 		return nil
 	})

@@ -80,7 +80,7 @@ func wrapOp(spec opSpec, vmid int, err error) error {
 func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, error) {
 	now := s.m.now()
 	noop := false
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		noop = false
 		if slices.Contains(spec.noop, r.State) {
 			noop = true
@@ -102,10 +102,14 @@ func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, 
 		}
 		return nil
 	})
-	if noop {
-		rec, err = s.m.store.GetSandbox(ctx, s.vmid)
-	}
-	if err == nil {
+	switch {
+	case errors.Is(err, errReplaced) && spec.op == OpDestroy:
+		return s.gone(), true, nil
+	case errors.Is(err, errReplaced):
+		return s.gone(), false, goneError(spec.op, s.vmid)
+	case noop:
+		rec, err = s.Refresh(ctx)
+	case err == nil:
 		s.set(rec)
 	}
 	return rec, noop, err
@@ -118,7 +122,7 @@ var errNoop = errors.New("no-op")
 // provisioning stays marked.
 func (s *Sandbox) fail(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		if r.Op != opAbandoned {
 			r.Op, r.OpStarted = "", time.Time{}
 		}
@@ -274,7 +278,7 @@ func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
 			s.vmid, ErrInvalidArgument, ttl)
 	}
 	expires := s.m.now().Add(ttl)
-	rec, err := s.m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+	rec, err := s.commit(ctx, func(r *SandboxRecord) ([]Event, error) {
 		if err := checkOp(OpRenewLease, r.VMID, r.State); err != nil {
 			return nil, err
 		}
@@ -282,6 +286,9 @@ func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
 		return []Event{{Kind: EventLeaseRenewed, VMID: s.vmid,
 			Data: map[string]any{"expires_at": expires.UTC().Format(time.RFC3339Nano)}}}, nil
 	})
+	if errors.Is(err, errReplaced) {
+		err = goneError(OpRenewLease, s.vmid)
+	}
 	if err != nil {
 		return fmt.Errorf("renew lease of sandbox %d: %w", s.vmid, err)
 	}

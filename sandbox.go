@@ -19,8 +19,62 @@ type Sandbox struct {
 	m    *Manager
 	vmid int
 
+	// born is the CreatedAt of the handle's sandbox. A record of the VMID
+	// with another one is a later sandbox that took the VMID over: the
+	// handle's own sandbox is destroyed, and the handle leaves the later
+	// one alone.
+	born time.Time
+
 	mu  sync.Mutex // guards rec
 	rec SandboxRecord
+}
+
+// handle returns a handle on the sandbox rec records.
+func (m *Manager) handle(rec SandboxRecord) *Sandbox {
+	return &Sandbox{m: m, vmid: rec.VMID, born: rec.CreatedAt, rec: rec}
+}
+
+// errReplaced reports that the handle's sandbox was destroyed and a later
+// sandbox holds its VMID.
+var errReplaced = fmt.Errorf("%w: the sandbox was destroyed and its vmid holds another one",
+	ErrInvalidState)
+
+// mine reports whether r records the handle's sandbox.
+func (s *Sandbox) mine(r *SandboxRecord) bool { return r.CreatedAt.Equal(s.born) }
+
+// gone is the handle's last record, destroyed.
+func (s *Sandbox) gone() SandboxRecord {
+	rec := s.Record()
+	rec.State, rec.Op, rec.OpStarted, rec.IP = StateDestroyed, "", time.Time{}, ""
+	return rec
+}
+
+// update applies fn to the handle's sandbox record; it fails with
+// errReplaced when a later sandbox holds the VMID.
+func (s *Sandbox) update(ctx context.Context, fn func(*SandboxRecord) error) (
+	SandboxRecord, error) {
+	return s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		if !s.mine(r) {
+			return errReplaced
+		}
+		return fn(r)
+	})
+}
+
+// commit is Manager.commit on the handle's sandbox record only.
+func (s *Sandbox) commit(ctx context.Context, fn func(*SandboxRecord) ([]Event, error)) (
+	SandboxRecord, error) {
+	return s.m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+		if !s.mine(r) {
+			return nil, errReplaced
+		}
+		return fn(r)
+	})
+}
+
+// goneError is what op returns on a handle whose sandbox was replaced.
+func goneError(op Op, vmid int) error {
+	return &InvalidStateError{Op: op, VMID: vmid, State: StateDestroyed, Valid: ValidStates[op]}
 }
 
 // VMID returns the sandbox's VMID.
@@ -37,20 +91,26 @@ func (s *Sandbox) Record() SandboxRecord {
 // for the current one.
 func (s *Sandbox) State() State { return s.Record().State }
 
-// Refresh re-reads the record from the Store.
+// Refresh re-reads the record from the Store. When a later sandbox has
+// taken the VMID over, the handle's sandbox is destroyed: Refresh returns
+// its last record in state DESTROYED.
 func (s *Sandbox) Refresh(ctx context.Context) (SandboxRecord, error) {
 	rec, err := s.m.store.GetSandbox(ctx, s.vmid)
 	if err != nil {
 		return SandboxRecord{}, fmt.Errorf("get sandbox %d: %w", s.vmid, err)
 	}
+	if !s.mine(&rec) {
+		return s.gone(), nil
+	}
 	s.set(rec)
 	return rec, nil
 }
 
+// set caches rec when it is a newer version of the handle's sandbox.
 func (s *Sandbox) set(rec SandboxRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec.Version >= s.rec.Version || rec.CreatedAt != s.rec.CreatedAt {
+	if rec.CreatedAt.Equal(s.born) && rec.Version >= s.rec.Version {
 		s.rec = rec
 	}
 }
@@ -143,7 +203,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, erro
 		if err != nil {
 			return nil, fmt.Errorf("create sandbox: %w", err)
 		}
-		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+		s := m.handle(rec)
 		err = m.provision(ctx, s, &prof, req.NoWait)
 		// An automatic VMID taken on the hypervisor by something the Store
 		// does not know moves on to the next one; an explicit one fails.
@@ -345,7 +405,7 @@ func (m *Manager) takeClean(ctx context.Context, s *Sandbox) {
 	}
 	m.emit(ctx, Event{Kind: EventSnapshotCreated, VMID: s.vmid,
 		Data: map[string]any{"name": CleanSnapshot, "memory": false}})
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.CleanSnapshot = true
 		return nil
 	})
@@ -428,7 +488,7 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) ([]Event, error) {
 		}
 		return nil, fmt.Errorf("wait for guest address: %w", err)
 	}
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.IP = info.IP
 		if info.HostKey != "" && r.HostKey == "" {
 			r.HostKey = info.HostKey
@@ -537,6 +597,9 @@ func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
 		LearnHostKey: func(key string) error {
 			_, err := m.store.UpdateSandbox(context.Background(), rec.VMID,
 				func(r *SandboxRecord) error {
+					if !r.CreatedAt.Equal(rec.CreatedAt) {
+						return errReplaced
+					}
 					if r.HostKey != "" && r.HostKey != key {
 						return ErrHostKeyMismatch
 					}
@@ -554,7 +617,7 @@ func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
 func (m *Manager) transition(ctx context.Context, s *Sandbox, to State,
 	mutate func(*SandboxRecord), extra ...Event) (SandboxRecord, error) {
 	var from State
-	rec, err := m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+	rec, err := s.commit(ctx, func(r *SandboxRecord) ([]Event, error) {
 		from = r.State
 		if !CanTransition(r.State, to) {
 			return nil, fmt.Errorf("%w: sandbox %d cannot move from %s to %s",
@@ -609,7 +672,7 @@ func (m *Manager) Get(ctx context.Context, vmid int) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get sandbox %d: %w", vmid, err)
 	}
-	return &Sandbox{m: m, vmid: vmid, rec: rec}, nil
+	return m.handle(rec), nil
 }
 
 // GetByName returns a handle on the named sandbox.
@@ -618,7 +681,7 @@ func (m *Manager) GetByName(ctx context.Context, name string) (*Sandbox, error) 
 	if err != nil {
 		return nil, fmt.Errorf("get sandbox %q: %w", name, err)
 	}
-	return &Sandbox{m: m, vmid: rec.VMID, rec: rec}, nil
+	return m.handle(rec), nil
 }
 
 // List returns the records of the sandboxes f selects, ordered by VMID.

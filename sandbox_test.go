@@ -292,6 +292,47 @@ func TestSandbox_FailedStartKeepsSandbox(t *testing.T) {
 	require.Equal(t, agentlab.StateStopped, state(t, sb))
 }
 
+// TestSandbox_StaleHandleAfterVMIDReuse: a handle on a destroyed sandbox
+// whose VMID a new sandbox took acts on nothing: a repeated Destroy stays
+// the no-op it is documented to be, other operations see a DESTROYED
+// sandbox, and the new sandbox is untouched.
+func TestSandbox_StaleHandleAfterVMIDReuse(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	old := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, old.Destroy(ctx))
+	fresh := create(t, env, agentlab.CreateRequest{})
+	require.Equal(t, old.VMID(), fresh.VMID(), "the freed VMID is reused")
+	before, err := fresh.Refresh(ctx)
+	require.NoError(t, err)
+
+	require.NoError(t, old.Destroy(ctx), "destroying a destroyed sandbox succeeds")
+	for name, op := range map[string]func(context.Context) error{
+		"pause": old.Pause, "stop": old.Stop, "start": old.Start, "resume": old.Resume,
+		"renew": func(ctx context.Context) error { return old.RenewLease(ctx, time.Hour) },
+		"snapshot": func(ctx context.Context) error {
+			return old.SaveSnapshot(ctx, "s1", nil)
+		},
+		"exec": func(ctx context.Context) error {
+			_, err := old.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
+			return err
+		},
+		"touch": old.Touch,
+	} {
+		require.ErrorIs(t, op(ctx), agentlab.ErrInvalidState, name)
+	}
+	rec, err := old.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, rec.State, "the old handle sees its sandbox gone")
+
+	after, err := fresh.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before.Version, after.Version, "the new sandbox's record is untouched")
+	require.Equal(t, agentlab.StateRunning, after.State)
+	require.Len(t, env.Hypervisor.VMs(), 1)
+	require.Zero(t, env.Hypervisor.Calls(agentlabtest.OpSuspend))
+}
+
 func TestSandbox_StopFromJobStates(t *testing.T) {
 	for _, st := range []agentlab.State{agentlab.StateCompleted, agentlab.StateFailed,
 		agentlab.StateTimeout} {
