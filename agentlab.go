@@ -138,6 +138,12 @@ type Config struct {
 	// directory.
 	ArtifactDir string
 
+	// MaxArtifactBytes bounds the bytes of one job's log and artifacts that
+	// are downloaded to ArtifactDir: an artifact that would exceed it is not
+	// kept, and a job.step event says so. Zero means 1 GiB; a negative value
+	// means no limit.
+	MaxArtifactBytes int64
+
 	// JobPollInterval is how often a job runner looks at its guest process.
 	// Zero means one second.
 	JobPollInterval time.Duration
@@ -230,6 +236,9 @@ func (c *Config) setDefaults() error {
 	c.ReconcileInterval = orDefault(c.ReconcileInterval, 30*time.Second)
 	c.JobPollInterval = orDefault(c.JobPollInterval, time.Second)
 	c.JobHeartbeatTimeout = orDefault(c.JobHeartbeatTimeout, 30*time.Second)
+	if c.MaxArtifactBytes == 0 {
+		c.MaxArtifactBytes = 1 << 30
+	}
 	if c.ArtifactDir == "" {
 		dir, err := os.UserCacheDir()
 		if err != nil {

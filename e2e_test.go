@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -59,13 +60,20 @@ network:
 
 func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	t.Helper()
+	return newLoggedWorld(t, simCfg, nil)
+}
+
+// newLoggedWorld is newRealWorld with logger (nil: silent) given to the
+// Manager, the Proxmox adapter and the SSH transport.
+func newLoggedWorld(t *testing.T, simCfg pvesim.Config, logger *slog.Logger) *realWorld {
+	t.Helper()
 	ctx := ctxT(t)
 	sim := pvesim.Start(t, simCfg)
 	require.NoError(t, sim.AddTemplate(sim.Nodes()[0], 9000, "tmpl-agent", nil))
 	hv, err := proxmox.New(ctx, proxmox.Config{URL: sim.URL(), TokenID: sim.TokenID(),
 		TokenSecret: sim.TokenSecret(), Fingerprint: sim.Fingerprint(),
 		GuestCIDR: netip.MustParsePrefix("10.77.0.0/16"), PollInterval: 5 * time.Millisecond,
-		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+		RetryMin: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond, Logger: logger})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = hv.Close() })
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentlab.db"), nil)
@@ -78,7 +86,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	require.NoError(t, err)
 	addr, jumpKey, jumpUser := sim.JumpHost()
 	guest := sshx.New(sshx.Config{Signer: signer, Jump: &sshx.JumpHost{Addr: addr,
-		User: jumpUser, HostKey: string(ssh.MarshalAuthorizedKey(jumpKey))}})
+		User: jumpUser, HostKey: string(ssh.MarshalAuthorizedKey(jumpKey))}, Logger: logger})
 	t.Cleanup(func() { _ = guest.Close() })
 
 	profiles, err := agentlab.ParseProfiles("e2e.yaml", []byte(e2eProfiles))
@@ -89,7 +97,7 @@ func newRealWorld(t *testing.T, simCfg pvesim.Config) *realWorld {
 	w.cfg = agentlab.Config{Store: st, Hypervisor: hv, Guest: guest, Profiles: set,
 		SSHPublicKeys: []string{string(ssh.MarshalAuthorizedKey(signer.PublicKey()))},
 		ArtifactDir:   t.TempDir(), JobPollInterval: 20 * time.Millisecond,
-		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1}
+		ReapInterval: -1, IdleInterval: -1, ReconcileInterval: -1, Logger: logger}
 	w.manager, err = agentlab.New(ctx, w.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = w.manager.Close(context.Background()) })
@@ -294,4 +302,68 @@ func TestE2E_ParallelJobs(t *testing.T) {
 		require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
 	}
 	require.Len(t, w.sim.VMs(), 1, "only the template is left")
+}
+
+// TestE2E_ArtifactBudget runs the artifact budget over SSH and SFTP: a
+// single file larger than the budget is refused from its announced size, a
+// tree that outgrows it is removed, and what fits is kept.
+func TestE2E_ArtifactBudget(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{})
+	cfg := w.cfg
+	cfg.MaxArtifactBytes = 1500
+	m, err := agentlab.New(ctxT(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	ctx := ctxT(t)
+	j, err := m.RunJob(ctx, agentlab.JobSpec{Profile: "yolo-ephemeral", Task: "t",
+		Command: "head -c 5000 /dev/zero > answer.txt; mkdir tree; for i in 1 2 3 4 5 6; " +
+			"do head -c 300 /dev/zero > tree/$i; done; echo small > small.txt",
+		Artifacts: []string{"tree", "small.txt"}})
+	require.NoError(t, err)
+	rec, err := j.Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	var names []string
+	for _, a := range rec.Results {
+		names = append(names, a.Name)
+	}
+	require.ElementsMatch(t, []string{"job.log", "small.txt"}, names)
+	dir := filepath.Join(cfg.ArtifactDir, rec.ID)
+	for _, gone := range []string{"answer.txt", "tree"} {
+		_, err := os.Stat(filepath.Join(dir, gone))
+		require.ErrorIs(t, err, os.ErrNotExist, "%s is not kept", gone)
+	}
+}
+
+// TestE2E_ChangedHostKey: a guest whose SSH host key no longer matches the
+// pinned one (as after a swap of the VM behind the address) is refused at
+// once with ErrHostKeyMismatch, on start and on exec, and the pin stays.
+func TestE2E_ChangedHostKey(t *testing.T) {
+	w := newRealWorld(t, pvesim.Config{})
+	ctx := ctxT(t)
+	sb, err := w.manager.Create(ctx, agentlab.CreateRequest{Profile: "yolo-ephemeral"})
+	require.NoError(t, err)
+	require.NoError(t, sb.Stop(ctx))
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	other, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	pin := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(other)))
+	_, err = w.store.UpdateSandbox(ctx, sb.VMID(), func(r *agentlab.SandboxRecord) error {
+		r.HostKey = pin
+		return nil
+	})
+	require.NoError(t, err)
+
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.ErrorIs(t, sb.Start(sctx), agentlab.ErrHostKeyMismatch)
+	require.Less(t, time.Since(start), 10*time.Second, "a mismatch is not retried")
+	_, err = sb.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
+	require.ErrorIs(t, err, agentlab.ErrHostKeyMismatch)
+	rec, err := sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, pin, rec.HostKey, "the guest's report does not replace the pin")
+	require.NoError(t, sb.Destroy(ctx))
 }

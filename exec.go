@@ -112,7 +112,7 @@ func (s *Sandbox) Endpoint(ctx context.Context) (Endpoint, error) {
 
 // Touch records activity on the sandbox, postponing its idle stop.
 func (s *Sandbox) Touch(ctx context.Context) error {
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		s.m.touch(r)
 		return nil
 	})

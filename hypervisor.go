@@ -2,6 +2,7 @@ package agentlab
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -141,4 +142,15 @@ type Hypervisor interface {
 
 	// DeleteSnapshot removes a snapshot.
 	DeleteSnapshot(ctx context.Context, vmid int, name string) error
+}
+
+// ValidateNodeName checks a hypervisor node name: a DNS label (letters,
+// digits and -, up to 63). It goes into API paths, where "/" or ".." would
+// change what is called.
+func ValidateNodeName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: node name %q (letters, digits and -, up to 63)",
+			ErrInvalidArgument, name)
+	}
+	return nil
 }

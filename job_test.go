@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,11 +249,20 @@ func TestJob_InvalidSpecs(t *testing.T) {
 		{Profile: "test", Task: "t", Env: map[string]string{"A B": "x"}},
 		{Profile: "test", Task: "t", Artifacts: []string{"../escape"}},
 		{Profile: "test", Task: "t", Artifacts: []string{"/etc/passwd"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"a/../../b"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"."}},
+		{Profile: "test", Task: "t", Artifacts: []string{"./job.log"}},
+		{Profile: "test", Task: "t", Artifacts: []string{"job.log/x"}},
+		{Profile: "test", Task: "t", Artifacts: []string{""}},
+		{Profile: "test", Task: "t", TTL: time.Second},
 	} {
 		_, err := env.Manager.RunJob(ctxT(t), spec)
 		require.ErrorIs(t, err, agentlab.ErrInvalidArgument, "%+v", spec)
 	}
-	_, err := env.Manager.RunJob(ctxT(t), agentlab.JobSpec{Task: "t", Profile: "nope"})
+	jobs, err := env.Manager.ListJobs(ctxT(t), agentlab.JobFilter{})
+	require.NoError(t, err)
+	require.Empty(t, jobs, "a rejected spec leaves no job behind")
+	_, err = env.Manager.RunJob(ctxT(t), agentlab.JobSpec{Task: "t", Profile: "nope"})
 	require.ErrorIs(t, err, agentlab.ErrNotFound)
 }
 
@@ -438,4 +448,100 @@ func TestJob_SandboxDestroyedWhileQueued(t *testing.T) {
 	rec = waitJob(t, j)
 	require.Equal(t, agentlab.JobFailed, rec.Status)
 	require.Empty(t, env.Hypervisor.VMs())
+}
+
+// TestJob_FloodedLogIsBounded: a guest that floods its log (thousands of
+// lines, a line of 300 kB) gets at most maxLogEvents job.log events, each
+// cut to about 1000 bytes, while the full log is kept as an artifact.
+func TestJob_FloodedLogIsBounded(t *testing.T) {
+	env := jobEnv(t, `seq 1 3000 | sed 's/^/line /'; head -c 300000 /dev/zero | tr '\0' x;`+
+		` echo; echo done > out.txt`)
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "flood", Profile: "test"})
+	require.NoError(t, err)
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	evs, err := env.Manager.Events(ctx, agentlab.EventFilter{JobID: rec.ID,
+		Kinds: []string{agentlab.EventJobLog}})
+	require.NoError(t, err)
+	require.Len(t, evs, 2000, "job.log events are capped")
+	for _, ev := range evs {
+		require.LessOrEqual(t, len(ev.Message), 1000+len("…"))
+	}
+	var full bytes.Buffer
+	require.NoError(t, j.Logs(ctx, &full, agentlab.LogOptions{}))
+	require.Contains(t, full.String(), "line 3000\n", "the full log is kept")
+	require.Contains(t, full.String(), strings.Repeat("x", 300000))
+}
+
+// TestJob_ArtifactBudget: a guest that writes artifacts larger than
+// Config.MaxArtifactBytes fills no host disk: what does not fit is not
+// kept (a partial tree is removed), the rest is, and the job still ends.
+func TestJob_ArtifactBudget(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Profiles: []agentlab.Profile{{
+		Name: "test", TemplateVMID: 9000,
+		Job: agentlab.JobSettings{Command: "head -c 5000 /dev/zero > big.bin; " +
+			"mkdir tree; for i in 1 2 3 4 5 6; do head -c 300 /dev/zero > tree/$i; done; " +
+			"echo small > small.txt", Artifacts: []string{"big.bin", "tree", "small.txt"}},
+	}}, Config: agentlab.Config{MaxArtifactBytes: 1500}})
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test"})
+	require.NoError(t, err)
+	rec := waitJob(t, j)
+	require.Equal(t, agentlab.JobCompleted, rec.Status, rec.Message)
+	var names []string
+	dir := ""
+	for _, a := range rec.Results {
+		names = append(names, a.Name)
+		dir = filepath.Dir(a.Path)
+	}
+	require.ElementsMatch(t, []string{"job.log", "small.txt"}, names)
+	for _, gone := range []string{"big.bin", "tree"} {
+		_, err := os.Stat(filepath.Join(dir, gone))
+		require.ErrorIs(t, err, os.ErrNotExist, "%s is not kept", gone)
+	}
+	evs, err := env.Manager.Events(ctx, agentlab.EventFilter{JobID: rec.ID,
+		Kinds: []string{agentlab.EventJobStep}})
+	require.NoError(t, err)
+	over := 0
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "MaxArtifactBytes") {
+			over++
+		}
+	}
+	require.Equal(t, 2, over, "each refused artifact is reported")
+}
+
+// TestJob_SilentGuestHitsDeadline: a guest that accepts the runner's
+// commands and never answers (its connection kept alive) does not hold the
+// job RUNNING past its deadline.
+func TestJob_SilentGuestHitsDeadline(t *testing.T) {
+	env := jobEnv(t, "sleep 30")
+	var silent atomic.Bool
+	env.Hypervisor.AddHook(func(ctx context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpExec && silent.Load() {
+			<-ctx.Done()
+			return ctx.Err(), false
+		}
+		return nil, false
+	})
+	ctx := ctxT(t)
+	j, err := env.Manager.RunJob(ctx, agentlab.JobSpec{Task: "t", Profile: "test",
+		Timeout: time.Second})
+	require.NoError(t, err)
+	for {
+		rec, err := j.Refresh(ctx)
+		require.NoError(t, err)
+		if rec.Status == agentlab.JobRunning && rec.GuestDir != "" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	silent.Store(true)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rec, err := j.Wait(wctx)
+	require.NoError(t, err, "the job ends although the guest never answers")
+	require.Equal(t, agentlab.JobTimeout, rec.Status, rec.Message)
+	silent.Store(false)
 }

@@ -205,6 +205,8 @@ func (s *JobSpec) validate() error {
 		return fmt.Errorf("%w: job task is larger than 1 MiB", ErrInvalidArgument)
 	case s.Timeout < 0:
 		return fmt.Errorf("%w: job timeout %v is negative", ErrInvalidArgument, s.Timeout)
+	case s.TTL > 0 && s.TTL < time.Minute:
+		return fmt.Errorf("%w: job ttl %v is shorter than a minute", ErrInvalidArgument, s.TTL)
 	case strings.HasPrefix(s.RepoURL, "-") || strings.HasPrefix(s.Ref, "-"):
 		return fmt.Errorf("%w: repository URL and ref must not start with -",
 			ErrInvalidArgument)
@@ -224,10 +226,18 @@ func (s *JobSpec) validate() error {
 	return nil
 }
 
+// checkArtifactPath accepts a relative guest path inside the work
+// directory that names something in it (not the directory itself) and does
+// not land on the job log in the artifact directory.
 func checkArtifactPath(p string) error {
 	clean := path.Clean(p)
-	if p == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+	if p == "" || path.IsAbs(clean) || clean == "." || clean == ".." ||
+		strings.HasPrefix(clean, "../") {
 		return fmt.Errorf("%w: artifact path %q must stay inside the work directory",
+			ErrInvalidArgument, p)
+	}
+	if clean == jobLogName || strings.HasPrefix(clean, jobLogName+"/") {
+		return fmt.Errorf("%w: artifact path %q would replace the job log",
 			ErrInvalidArgument, p)
 	}
 	return nil
@@ -544,6 +554,8 @@ func (r *runner) abort(ctx context.Context, err error) {
 		msg = cause.Error()
 	case ctx.Err() != nil:
 		return // the Manager is closing; a later Manager re-attaches
+	case r.pastDeadline(): // the guest did not answer in time
+		status, msg = JobTimeout, "job deadline exceeded: "+msg
 	}
 	if why, gone := r.destroyedElsewhere(ctx); gone {
 		r.awaitEnd(ctx, 30*time.Second)
@@ -631,8 +643,31 @@ func (r *runner) write(ctx context.Context, file, content string) error {
 	return nil
 }
 
+// guestExecTimeout bounds each guest command of a job runner: a guest that
+// takes a command and never answers (its connection kept alive) must not
+// hold the job RUNNING forever, nor past its deadline.
+const guestExecTimeout = time.Minute
+
+// exec runs one runner command in the guest, within guestExecTimeout and
+// no later than a second past the job's deadline.
+func (r *runner) exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	d := guestExecTimeout
+	if dl := r.job.Record().Deadline; !dl.IsZero() {
+		d = min(d, max(dl.Sub(r.m.now()), 0)+time.Second)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return r.sb.Exec(ctx, req)
+}
+
+// pastDeadline reports whether the job has a deadline and it has passed.
+func (r *runner) pastDeadline() bool {
+	dl := r.job.Record().Deadline
+	return !dl.IsZero() && !r.m.now().Before(dl)
+}
+
 func (r *runner) mustExec(ctx context.Context, cmd string, stdin io.Reader) error {
-	res, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd, Stdin: stdin})
+	res, err := r.exec(ctx, ExecRequest{Shell: cmd, Stdin: stdin})
 	if err != nil {
 		return err
 	}
@@ -714,7 +749,7 @@ func (r *runner) poll(ctx context.Context, offset int64) (pollResult, error) {
 		"elif [ -f %[1]s/exit ]; then echo exit:$(cat %[1]s/exit); "+
 		"else echo gone; fi; tail -c +%[2]d %[1]s/log 2>/dev/null | head -c %[3]d",
 		d, offset+1, logChunk)
-	res, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd, MaxOutput: logChunk + 256})
+	res, err := r.exec(ctx, ExecRequest{Shell: cmd, MaxOutput: logChunk + 256})
 	if err != nil {
 		return pollResult{}, err
 	}
@@ -872,7 +907,7 @@ func (r *runner) destroyBound(ctx context.Context) {
 		return
 	}
 	for _, rec := range recs {
-		sb := &Sandbox{m: r.m, vmid: rec.VMID, rec: rec}
+		sb := r.m.handle(rec)
 		if err := sb.destroy(ctx, ""); err != nil {
 			r.m.log.Debug("destroy job sandbox", "job_id", r.id(), "vmid", rec.VMID, "err", err)
 		}
@@ -898,7 +933,7 @@ func (r *runner) killGuest(ctx context.Context) {
 	// No "--" before the negative PID: dash's kill builtin rejects it.
 	cmd := "cd && p=$(cat " + d + "/pid 2>/dev/null) && { kill -TERM -$p 2>/dev/null; " +
 		"sleep 1; kill -KILL -$p 2>/dev/null; }; rm -rf " + d + "/secrets " + d + "/task; true"
-	if _, err := r.sb.Exec(ctx, ExecRequest{Shell: cmd}); err != nil {
+	if _, err := r.exec(ctx, ExecRequest{Shell: cmd}); err != nil {
 		r.m.log.Debug("kill job process", "job_id", rec.ID, "err", err)
 	}
 }
@@ -977,8 +1012,9 @@ func (r *runner) teardown(ctx context.Context, status JobStatus) {
 	}
 }
 
-// collect downloads the job log and artifacts to the artifact directory.
-// A missing artifact is reported as an event, not a failure.
+// collect downloads the job log and artifacts to the artifact directory,
+// within Config.MaxArtifactBytes. A missing artifact, or one that does not
+// fit, is reported as an event, not a failure.
 func (r *runner) collect(ctx context.Context) []Artifact {
 	rec := r.job.Record()
 	dir := filepath.Join(r.m.cfg.ArtifactDir, rec.ID)
@@ -993,9 +1029,10 @@ func (r *runner) collect(ctx context.Context) []Artifact {
 		pairs = append(pairs, [2]string{path.Join(wd, a), path.Clean(a)})
 	}
 	var out []Artifact
+	budget := newByteBudget(r.m.cfg.MaxArtifactBytes)
 	for _, p := range pairs {
 		local := filepath.Join(dir, filepath.FromSlash(p[1]))
-		if err := r.sb.Download(ctx, p[0], local, nil); err != nil {
+		if err := r.fetch(ctx, p[0], local, budget); err != nil {
 			r.m.emit(ctx, Event{Kind: EventJobStep, JobID: rec.ID, VMID: rec.VMID,
 				Message: err.Error(), Data: map[string]any{"step": "collect", "name": p[1],
 					"error": err.Error()}})

@@ -64,7 +64,7 @@ func (m *Manager) Reap(ctx context.Context) (ReapReport, error) {
 }
 
 func (m *Manager) expire(ctx context.Context, rec SandboxRecord, stop bool) error {
-	s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+	s := m.handle(rec)
 	action := "destroy"
 	if stop {
 		action = "stop"
@@ -80,7 +80,7 @@ func (m *Manager) expire(ctx context.Context, rec SandboxRecord, stop bool) erro
 	if err := s.Stop(ctx); err != nil {
 		return err
 	}
-	_, err := m.store.UpdateSandbox(ctx, rec.VMID, func(r *SandboxRecord) error {
+	_, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.LeaseExpires = time.Time{}
 		return nil
 	})
@@ -105,7 +105,7 @@ func (m *Manager) StopIdle(ctx context.Context) ([]int, error) {
 			m.jobLive(ctx, rec.JobID) {
 			continue
 		}
-		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+		s := m.handle(rec)
 		if err := s.Stop(ctx); err != nil {
 			m.log.Debug("idle stop", "vmid", rec.VMID, "err", err)
 			continue
@@ -133,7 +133,7 @@ func (m *Manager) noteActivity(ctx context.Context, s *Sandbox) {
 	if now.Sub(s.Record().LastActivity) < activityResolution {
 		return
 	}
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.LastActivity = now
 		return nil
 	})

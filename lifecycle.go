@@ -80,7 +80,7 @@ func wrapOp(spec opSpec, vmid int, err error) error {
 func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, error) {
 	now := s.m.now()
 	noop := false
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		noop = false
 		if slices.Contains(spec.noop, r.State) {
 			noop = true
@@ -89,17 +89,27 @@ func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, 
 		if err := checkOp(spec.op, r.VMID, r.State); err != nil {
 			return err
 		}
+		if r.Op == opAbandoned && !spec.ignoreBusy {
+			return fmt.Errorf("%w: cannot %s: provisioning of sandbox %d failed and "+
+				"its vm awaits destroy", ErrInvalidState, spec.op.verb(), r.VMID)
+		}
 		if r.Op != "" && !spec.ignoreBusy && now.Sub(r.OpStarted) < s.m.cfg.StaleOpAfter {
 			return fmt.Errorf("%w: %s in progress since %s", ErrBusy, r.Op,
 				r.OpStarted.Format(time.RFC3339))
 		}
-		r.Op, r.OpStarted = string(spec.op), now
+		if r.Op != opAbandoned { // only a destroy gets here; a failed one keeps the mark
+			r.Op, r.OpStarted = string(spec.op), now
+		}
 		return nil
 	})
-	if noop {
-		rec, err = s.m.store.GetSandbox(ctx, s.vmid)
-	}
-	if err == nil {
+	switch {
+	case errors.Is(err, errReplaced) && spec.op == OpDestroy:
+		return s.gone(), true, nil
+	case errors.Is(err, errReplaced):
+		return s.gone(), false, goneError(spec.op, s.vmid)
+	case noop:
+		rec, err = s.Refresh(ctx)
+	case err == nil:
 		s.set(rec)
 	}
 	return rec, noop, err
@@ -108,11 +118,15 @@ func (s *Sandbox) begin(ctx context.Context, spec opSpec) (SandboxRecord, bool, 
 var errNoop = errors.New("no-op")
 
 // fail clears the in-flight operation and records the error. The state is
-// left as it was; reconcile corrects it if the VM moved.
+// left as it was; reconcile corrects it if the VM moved. An abandoned
+// provisioning stays marked.
 func (s *Sandbox) fail(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
-	rec, err := s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
-		r.Op, r.OpStarted, r.LastError = "", time.Time{}, cause.Error()
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
+		if r.Op != opAbandoned {
+			r.Op, r.OpStarted = "", time.Time{}
+		}
+		r.LastError = cause.Error()
 		return nil
 	})
 	if err == nil {
@@ -191,14 +205,35 @@ func (s *Sandbox) startStep(ctx context.Context, _ SandboxRecord) (opResult, err
 	if _, err := m.transition(ctx, s, StateBooting, nil); err != nil {
 		return opResult{}, err
 	}
-	if err := m.hv.Start(ctx, s.vmid); err != nil {
-		return opResult{}, err
-	}
-	ready, err := m.awaitGuest(ctx, s)
+	ready, err := s.boot(ctx)
 	if err != nil {
+		s.settleFailedStart(ctx)
 		return opResult{}, err
 	}
 	return opResult{to: StateRunning, mutate: m.touch, events: ready}, nil
+}
+
+// boot powers the VM on and waits for its guest.
+func (s *Sandbox) boot(ctx context.Context) ([]Event, error) {
+	if err := s.m.hv.Start(ctx, s.vmid); err != nil {
+		return nil, err
+	}
+	return s.m.awaitGuest(ctx, s)
+}
+
+// settleFailedStart moves a sandbox whose start failed out of BOOTING, which
+// reconcile would otherwise resolve: to STOPPED when its VM is off, else to
+// FAILED (the guest did not become usable; Start may be tried again).
+func (s *Sandbox) settleFailedStart(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	to := StateFailed
+	if vm, err := s.m.hv.Status(ctx, s.vmid); err == nil && vm.Power == PowerStopped {
+		to = StateStopped
+	}
+	if _, err := s.m.transition(ctx, s, to, nil); err != nil {
+		s.m.log.Debug("settle failed start", "vmid", s.vmid, "err", err)
+	}
 }
 
 // touch records activity now.
@@ -243,7 +278,7 @@ func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
 			s.vmid, ErrInvalidArgument, ttl)
 	}
 	expires := s.m.now().Add(ttl)
-	rec, err := s.m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+	rec, err := s.commit(ctx, func(r *SandboxRecord) ([]Event, error) {
 		if err := checkOp(OpRenewLease, r.VMID, r.State); err != nil {
 			return nil, err
 		}
@@ -251,6 +286,9 @@ func (s *Sandbox) RenewLease(ctx context.Context, ttl time.Duration) error {
 		return []Event{{Kind: EventLeaseRenewed, VMID: s.vmid,
 			Data: map[string]any{"expires_at": expires.UTC().Format(time.RFC3339Nano)}}}, nil
 	})
+	if errors.Is(err, errReplaced) {
+		err = goneError(OpRenewLease, s.vmid)
+	}
 	if err != nil {
 		return fmt.Errorf("renew lease of sandbox %d: %w", s.vmid, err)
 	}

@@ -40,7 +40,11 @@ type NetworkPolicy struct {
 	Allowlist []string
 }
 
-var groupName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{1,17}$`)
+var (
+	groupName  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{1,17}$`)
+	bridgeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$`)
+	nicModel   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+)
 
 // Validate checks the policy's values.
 func (p NetworkPolicy) Validate() error {
@@ -49,6 +53,16 @@ func (p NetworkPolicy) Validate() error {
 	default:
 		return fmt.Errorf("%w: network mode %q (want off, nat or allowlist)",
 			ErrInvalidArgument, p.Mode)
+	}
+	// Bridge and model go into the NIC's option string: a comma would add
+	// options (firewall=0, tag=...).
+	if p.Bridge != "" && !bridgeName.MatchString(p.Bridge) {
+		return fmt.Errorf("%w: bridge %q (letters, digits, _ . and -, up to 16 chars)",
+			ErrInvalidArgument, p.Bridge)
+	}
+	if p.Model != "" && !nicModel.MatchString(p.Model) {
+		return fmt.Errorf("%w: nic model %q (lower-case letters, digits, _ and -)",
+			ErrInvalidArgument, p.Model)
 	}
 	if p.SecurityGroup != "" && !groupName.MatchString(p.SecurityGroup) {
 		return fmt.Errorf("%w: firewall group %q (letters, digits, _ and -, 2-18 chars)",

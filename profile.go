@@ -139,6 +139,12 @@ func (p *Profile) Validate() error {
 		return &ProfileError{Source: p.Source, Field: networkField(p.NetworkPolicy()),
 			Msg: strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")}
 	}
+	for _, a := range p.Job.Artifacts {
+		if err := checkArtifactPath(a); err != nil {
+			return &ProfileError{Source: p.Source, Field: "job.artifacts",
+				Msg: strings.TrimPrefix(err.Error(), ErrInvalidArgument.Error()+": ")}
+		}
+	}
 	return nil
 }
 
@@ -150,8 +156,18 @@ func networkField(np NetworkPolicy) string {
 	default:
 		return "network.mode"
 	}
-	if (NetworkPolicy{Mode: NetworkNAT, SecurityGroup: np.SecurityGroup}).Validate() != nil {
-		return "network.firewall_group"
+	for _, part := range []struct {
+		field string
+		alone NetworkPolicy
+	}{
+		{"network.bridge", NetworkPolicy{Mode: NetworkNAT, Bridge: np.Bridge}},
+		{"network.model", NetworkPolicy{Mode: NetworkNAT, Model: np.Model}},
+		{"network.firewall_group", NetworkPolicy{Mode: NetworkNAT,
+			SecurityGroup: np.SecurityGroup}},
+	} {
+		if part.alone.Validate() != nil {
+			return part.field
+		}
 	}
 	return "network.allowlist"
 }
@@ -182,6 +198,8 @@ func (p *Profile) checks() []check {
 			fmt.Sprintf("%d is out of range 0-525600", b.IdleStopMinutes)},
 		{b.OnExpiry != "" && b.OnExpiry != "destroy" && b.OnExpiry != "stop",
 			"behavior.on_expiry", fmt.Sprintf("%q is not destroy or stop", b.OnExpiry)},
+		{p.Node != "" && ValidateNodeName(p.Node) != nil, "node",
+			fmt.Sprintf("%q is not a node name (letters, digits and -, up to 63)", p.Node)},
 		{p.SSH.Port < 0 || p.SSH.Port > 65535, "ssh.port",
 			fmt.Sprintf("%d is out of range 0-65535", p.SSH.Port)},
 		{p.SSH.User != "" && !userName.MatchString(p.SSH.User), "ssh.user",

@@ -96,6 +96,20 @@ func TestParseProfiles_Rejects(t *testing.T) {
 			"  artifacts:\n" + indent(aliasBomb(), "    - "), "p.yaml:5: job.artifacts"},
 		{"second document bad", "name: a1\ntemplate_vmid: 9000\n---\nname: b1\n" +
 			"template_vmid: x\n", "p.yaml:5: template_vmid: cannot unmarshal"},
+		{"node with a path", "name: a1\ntemplate_vmid: 9000\nnode: pve1/../x\n",
+			"node: \"pve1/../x\""},
+		{"bridge with options", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  bridge: vmbr0,firewall=0\n", "p.yaml:4: network.bridge: bridge \"vmbr0,firewall=0\""},
+		{"bridge with a vlan tag", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  bridge: vmbr0,tag=5\n", "network.bridge: bridge"},
+		{"model with options", "name: a1\ntemplate_vmid: 9000\nnetwork:\n" +
+			"  model: virtio,firewall=0\n", "network.model: nic model"},
+		{"artifact escapes", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [ok, ../../x]\n",
+			"job.artifacts: artifact path \"../../x\" must stay inside the work directory"},
+		{"artifact absolute", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [/etc]\n",
+			"job.artifacts"},
+		{"artifact is the log", "name: a1\ntemplate_vmid: 9000\njob:\n  artifacts: [job.log]\n",
+			"job.artifacts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,7 +43,8 @@ type ReconcileReport struct {
 // absence from a list) is marked DESTROYED; an operation interrupted by a
 // crash is finished or undone; a state that contradicts the VM's power
 // state follows the VM. Records with an operation in flight younger than
-// StaleOpAfter are left alone. It is idempotent and safe to run from several
+// StaleOpAfter are left alone; an abandoned provisioning (its cleanup
+// failed) is destroyed at once. It is idempotent and safe to run from several
 // processes.
 func (m *Manager) Reconcile(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
 	var rep ReconcileReport
@@ -98,7 +99,7 @@ func (m *Manager) reconcileOrphan(ctx context.Context, vm VM, apply bool) (Findi
 }
 
 func (m *Manager) reconcileOne(ctx context.Context, r SandboxRecord, apply bool) (Finding, bool) {
-	if r.Op != "" && m.now().Sub(r.OpStarted) < m.cfg.StaleOpAfter {
+	if r.Op != "" && r.Op != opAbandoned && m.now().Sub(r.OpStarted) < m.cfg.StaleOpAfter {
 		return Finding{}, false // someone is working on it
 	}
 	vm, err := m.hv.Status(ctx, r.VMID)
@@ -130,7 +131,8 @@ func (m *Manager) fixMissing(ctx context.Context, r SandboxRecord, apply bool) F
 }
 
 // fixInterrupted resolves a record left mid-operation by a crash. An
-// interrupted provisioning or destroy is completed by destroying the VM;
+// interrupted or abandoned provisioning or destroy is completed by
+// destroying the VM (see destroysVM);
 // any other operation is cleared and the state follows the VM.
 func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, apply bool) Finding {
 	f := Finding{VMID: r.VMID, Kind: FindingInterrupted,
@@ -141,7 +143,7 @@ func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, ap
 	if !apply {
 		return f
 	}
-	if r.State.Transient() || r.Op == string(OpDestroy) || r.Op == "provision" {
+	if destroysVM(r) {
 		f.Action = "destroyed vm"
 		if err := m.hv.Destroy(ctx, r.VMID); err != nil {
 			f.Action = "destroy vm: " + err.Error()
@@ -155,6 +157,19 @@ func (m *Manager) fixInterrupted(ctx context.Context, r SandboxRecord, vm VM, ap
 	}
 	m.emitFinding(ctx, f)
 	return f
+}
+
+// destroysVM reports whether reconcile finishes r's interrupted operation by
+// destroying the VM: a provisioning (the sandbox never was ready), an
+// abandoned one, or a destroy. BOOTING without the provision op is left by
+// an interrupted or failed start: its state follows the VM, so the sandbox
+// keeps its disk.
+func destroysVM(r SandboxRecord) bool {
+	switch r.Op {
+	case "provision", opAbandoned, string(OpDestroy):
+		return true
+	}
+	return r.State == StateRequested || r.State == StateProvisioning
 }
 
 func opOr(op, def string) string {
@@ -194,7 +209,11 @@ func (m *Manager) fixIP(ctx context.Context, r SandboxRecord, apply bool) Findin
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := m.hv.GuestInfo(ctx, r.VMID)
-	if err != nil || info.IP == "" {
+	if err == nil {
+		conflicts := 0
+		err = m.checkAddress(ctx, r.VMID, info.IP, &conflicts)
+	}
+	if err != nil {
 		f.Action = "address not available yet"
 		return f
 	}

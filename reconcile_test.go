@@ -60,6 +60,40 @@ func TestReconcile_Drift(t *testing.T) {
 	require.Empty(t, rep.Findings, "a second pass finds nothing")
 }
 
+// TestReconcile_HostileAddressRefresh: reconcile refreshes a running
+// sandbox's missing address from the guest agent, but never to an address
+// another live sandbox holds or one that is not a unicast address.
+func TestReconcile_HostileAddressRefresh(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	victim := create(t, env, agentlab.CreateRequest{})
+	liar := create(t, env, agentlab.CreateRequest{})
+	for _, ip := range []string{victim.Record().IP, "0.0.0.0", "127.0.0.1", "not-an-ip"} {
+		_, err := env.Store.UpdateSandbox(ctx, liar.VMID(), func(r *agentlab.SandboxRecord) error {
+			r.IP = ""
+			return nil
+		})
+		require.NoError(t, err)
+		env.Hypervisor.SetGuestIP(liar.VMID(), ip)
+		rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+		require.NoError(t, err)
+		require.Equal(t, []string{agentlab.FindingMissingIP}, findingKinds(rep), ip)
+		rec, err := liar.Refresh(ctx)
+		require.NoError(t, err)
+		require.Empty(t, rec.IP, "%q was not taken", ip)
+	}
+	env.Hypervisor.SetGuestIP(liar.VMID(), "10.99.0.7")
+	_, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	rec, err := liar.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "10.99.0.7", rec.IP, "a usable address is refreshed")
+	vrec, err := victim.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, victim.Record().IP, vrec.IP, "the victim keeps its own")
+	require.NotEmpty(t, vrec.IP)
+}
+
 func TestReconcile_InterruptedProvisioning(t *testing.T) {
 	clock := agentlabtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Clock: clock})
@@ -86,6 +120,47 @@ func TestReconcile_InterruptedProvisioning(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, agentlab.StateDestroyed, got.State)
 	require.Empty(t, env.Hypervisor.VMs())
+}
+
+// TestReconcile_InterruptedStartKeepsSandbox: a crash in the middle of a
+// start leaves BOOTING with the start op; reconcile makes the state follow
+// the VM instead of destroying a sandbox that was ready before.
+func TestReconcile_InterruptedStartKeepsSandbox(t *testing.T) {
+	clock := agentlabtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{Clock: clock})
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	// A crash mid-start keeps the start op; a failed start (before this
+	// was settled) left no op.
+	for _, c := range []struct {
+		power agentlab.PowerState
+		op    string
+		kind  string
+	}{
+		{agentlab.PowerRunning, "start", agentlab.FindingInterrupted},
+		{agentlab.PowerStopped, "start", agentlab.FindingInterrupted},
+		{agentlab.PowerRunning, "", agentlab.FindingStuck},
+		{agentlab.PowerStopped, "", agentlab.FindingStuck},
+	} {
+		power := c.power
+		env.Hypervisor.SetPower(sb.VMID(), power)
+		_, err := env.Store.UpdateSandbox(ctx, sb.VMID(), func(r *agentlab.SandboxRecord) error {
+			r.State, r.Op, r.OpStarted = agentlab.StateBooting, c.op, clock.Now()
+			return nil
+		})
+		require.NoError(t, err)
+		clock.Advance(11 * time.Minute)
+		rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+		require.NoError(t, err)
+		require.Equal(t, []string{c.kind}, findingKinds(rep))
+		require.Len(t, env.Hypervisor.VMs(), 1, "the VM is kept")
+		rec, err := sb.Refresh(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[agentlab.PowerState]agentlab.State{
+			agentlab.PowerRunning: agentlab.StateReady,
+			agentlab.PowerStopped: agentlab.StateStopped}[power], rec.State)
+		require.Empty(t, rec.Op)
+	}
 }
 
 func TestEvents_SlowSubscriberNeverBlocks(t *testing.T) {

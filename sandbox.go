@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sync"
@@ -18,8 +19,62 @@ type Sandbox struct {
 	m    *Manager
 	vmid int
 
+	// born is the CreatedAt of the handle's sandbox. A record of the VMID
+	// with another one is a later sandbox that took the VMID over: the
+	// handle's own sandbox is destroyed, and the handle leaves the later
+	// one alone.
+	born time.Time
+
 	mu  sync.Mutex // guards rec
 	rec SandboxRecord
+}
+
+// handle returns a handle on the sandbox rec records.
+func (m *Manager) handle(rec SandboxRecord) *Sandbox {
+	return &Sandbox{m: m, vmid: rec.VMID, born: rec.CreatedAt, rec: rec}
+}
+
+// errReplaced reports that the handle's sandbox was destroyed and a later
+// sandbox holds its VMID.
+var errReplaced = fmt.Errorf("%w: the sandbox was destroyed and its vmid holds another one",
+	ErrInvalidState)
+
+// mine reports whether r records the handle's sandbox.
+func (s *Sandbox) mine(r *SandboxRecord) bool { return r.CreatedAt.Equal(s.born) }
+
+// gone is the handle's last record, destroyed.
+func (s *Sandbox) gone() SandboxRecord {
+	rec := s.Record()
+	rec.State, rec.Op, rec.OpStarted, rec.IP = StateDestroyed, "", time.Time{}, ""
+	return rec
+}
+
+// update applies fn to the handle's sandbox record; it fails with
+// errReplaced when a later sandbox holds the VMID.
+func (s *Sandbox) update(ctx context.Context, fn func(*SandboxRecord) error) (
+	SandboxRecord, error) {
+	return s.m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+		if !s.mine(r) {
+			return errReplaced
+		}
+		return fn(r)
+	})
+}
+
+// commit is Manager.commit on the handle's sandbox record only.
+func (s *Sandbox) commit(ctx context.Context, fn func(*SandboxRecord) ([]Event, error)) (
+	SandboxRecord, error) {
+	return s.m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+		if !s.mine(r) {
+			return nil, errReplaced
+		}
+		return fn(r)
+	})
+}
+
+// goneError is what op returns on a handle whose sandbox was replaced.
+func goneError(op Op, vmid int) error {
+	return &InvalidStateError{Op: op, VMID: vmid, State: StateDestroyed, Valid: ValidStates[op]}
 }
 
 // VMID returns the sandbox's VMID.
@@ -36,20 +91,26 @@ func (s *Sandbox) Record() SandboxRecord {
 // for the current one.
 func (s *Sandbox) State() State { return s.Record().State }
 
-// Refresh re-reads the record from the Store.
+// Refresh re-reads the record from the Store. When a later sandbox has
+// taken the VMID over, the handle's sandbox is destroyed: Refresh returns
+// its last record in state DESTROYED.
 func (s *Sandbox) Refresh(ctx context.Context) (SandboxRecord, error) {
 	rec, err := s.m.store.GetSandbox(ctx, s.vmid)
 	if err != nil {
 		return SandboxRecord{}, fmt.Errorf("get sandbox %d: %w", s.vmid, err)
 	}
+	if !s.mine(&rec) {
+		return s.gone(), nil
+	}
 	s.set(rec)
 	return rec, nil
 }
 
+// set caches rec when it is a newer version of the handle's sandbox.
 func (s *Sandbox) set(rec SandboxRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec.Version >= s.rec.Version || rec.CreatedAt != s.rec.CreatedAt {
+	if rec.CreatedAt.Equal(s.born) && rec.Version >= s.rec.Version {
 		s.rec = rec
 	}
 }
@@ -121,7 +182,10 @@ func (r *CreateRequest) validate() error {
 // in state BOOTING instead.
 //
 // When provisioning fails, the VM (if any was made) is destroyed, the
-// record ends DESTROYED with the reason, and the error is returned.
+// record ends DESTROYED with the reason, and the error is returned. When
+// that destroy fails too, the record ends FAILED with the provisioning
+// marked abandoned: only Destroy is then valid, and Reconcile destroys the
+// VM.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, error) {
 	if err := m.checkOpen(); err != nil {
 		return nil, err
@@ -139,7 +203,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Sandbox, erro
 		if err != nil {
 			return nil, fmt.Errorf("create sandbox: %w", err)
 		}
-		s := &Sandbox{m: m, vmid: rec.VMID, rec: rec}
+		s := m.handle(rec)
 		err = m.provision(ctx, s, &prof, req.NoWait)
 		// An automatic VMID taken on the hypervisor by something the Store
 		// does not know moves on to the next one; an explicit one fails.
@@ -341,7 +405,7 @@ func (m *Manager) takeClean(ctx context.Context, s *Sandbox) {
 	}
 	m.emit(ctx, Event{Kind: EventSnapshotCreated, VMID: s.vmid,
 		Data: map[string]any{"name": CleanSnapshot, "memory": false}})
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.CleanSnapshot = true
 		return nil
 	})
@@ -359,11 +423,27 @@ func (m *Manager) abandon(ctx context.Context, s *Sandbox, vmMayExist bool, caus
 		Data: map[string]any{"error": cause.Error()}})
 	if vmMayExist {
 		if err := m.destroyOwnedVM(ctx, s.vmid); err != nil {
-			m.recordError(ctx, s, StateFailed, fmt.Errorf("%v; cleanup: %w", cause, err))
+			m.recordAbandoned(ctx, s, fmt.Errorf("%v; cleanup: %w", cause, err))
 			return
 		}
 	}
 	m.recordError(ctx, s, StateDestroyed, cause)
+}
+
+// opAbandoned marks a record whose provisioning failed and whose VM the
+// cleanup could not destroy. The VM may lack its keys or its network
+// policy: only Destroy is valid, and reconcile destroys it at once.
+const opAbandoned = "abandoned"
+
+// recordAbandoned moves the sandbox to FAILED with the error recorded and
+// the operation marked abandoned.
+func (m *Manager) recordAbandoned(ctx context.Context, s *Sandbox, cause error) {
+	_, err := m.transition(ctx, s, StateFailed, func(r *SandboxRecord) {
+		r.LastError, r.Op, r.OpStarted = cause.Error(), opAbandoned, m.now()
+	})
+	if err != nil {
+		m.log.Debug("record failure", "vmid", s.vmid, "err", err)
+	}
 }
 
 // destroyOwnedVM destroys vmid only if it carries this Manager's marker.
@@ -408,7 +488,7 @@ func (m *Manager) awaitGuest(ctx context.Context, s *Sandbox) ([]Event, error) {
 		}
 		return nil, fmt.Errorf("wait for guest address: %w", err)
 	}
-	rec, err := m.store.UpdateSandbox(ctx, s.vmid, func(r *SandboxRecord) error {
+	rec, err := s.update(ctx, func(r *SandboxRecord) error {
 		r.IP = info.IP
 		if info.HostKey != "" && r.HostKey == "" {
 			r.HostKey = info.HostKey
@@ -445,15 +525,33 @@ func (m *Manager) guestInfo(ctx context.Context, vmid int) (GuestInfo, error) {
 	}
 }
 
-// usable checks what the guest reported: an address no other live sandbox
-// holds (a guest can claim any address), and a host key unless keys are
-// trusted on first use. Failures are retryable: the agent may be busy, or
-// the other sandbox may be going away.
+// usable checks what the guest reported: an address checkAddress accepts
+// (a guest can claim any address), and a host key unless keys are trusted
+// on first use. Failures are retryable: the agent may be busy, or the other
+// sandbox may be going away.
 func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflicts *int) error {
-	if info.IP == "" {
+	if err := m.checkAddress(ctx, vmid, info.IP, conflicts); err != nil {
+		return err
+	}
+	if info.HostKey == "" && !m.cfg.TrustOnFirstUse && m.guest != nil {
+		return fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
+			"and trust on first use is off", ErrNotReady)
+	}
+	return nil
+}
+
+// checkAddress accepts ip, reported by vmid's guest, when it is a unicast
+// address (never the host itself, a broadcast or a name) that no other live
+// sandbox holds. The first conflict seen (*conflicts is zero) is emitted as
+// an event. Failures match ErrNotReady.
+func (m *Manager) checkAddress(ctx context.Context, vmid int, ip string, conflicts *int) error {
+	if ip == "" {
 		return fmt.Errorf("%w: guest reports no address yet", ErrNotReady)
 	}
-	holders, err := m.store.ListSandboxes(ctx, SandboxFilter{IP: info.IP, States: liveStates})
+	if a, err := netip.ParseAddr(ip); err != nil || !a.IsGlobalUnicast() {
+		return fmt.Errorf("%w: guest reports %q, not a usable address", ErrNotReady, ip)
+	}
+	holders, err := m.store.ListSandboxes(ctx, SandboxFilter{IP: ip, States: liveStates})
 	if err != nil {
 		return err
 	}
@@ -463,16 +561,12 @@ func (m *Manager) usable(ctx context.Context, vmid int, info GuestInfo, conflict
 		}
 		if *conflicts == 0 {
 			m.emit(ctx, Event{Kind: EventIPConflict, VMID: vmid,
-				Message: fmt.Sprintf("guest reports %s, held by sandbox %d", info.IP, h.VMID),
-				Data:    map[string]any{"ip": info.IP, "conflicting_vmid": h.VMID}})
+				Message: fmt.Sprintf("guest reports %s, held by sandbox %d", ip, h.VMID),
+				Data:    map[string]any{"ip": ip, "conflicting_vmid": h.VMID}})
 		}
 		*conflicts++
 		return fmt.Errorf("%w: guest reports address %s, held by sandbox %d", ErrNotReady,
-			info.IP, h.VMID)
-	}
-	if info.HostKey == "" && !m.cfg.TrustOnFirstUse && m.guest != nil {
-		return fmt.Errorf("%w: the hypervisor did not report the guest's ssh host key "+
-			"and trust on first use is off", ErrNotReady)
+			ip, h.VMID)
 	}
 	return nil
 }
@@ -503,6 +597,9 @@ func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
 		LearnHostKey: func(key string) error {
 			_, err := m.store.UpdateSandbox(context.Background(), rec.VMID,
 				func(r *SandboxRecord) error {
+					if !r.CreatedAt.Equal(rec.CreatedAt) {
+						return errReplaced
+					}
 					if r.HostKey != "" && r.HostKey != key {
 						return ErrHostKeyMismatch
 					}
@@ -520,7 +617,7 @@ func (m *Manager) endpoint(rec SandboxRecord) Endpoint {
 func (m *Manager) transition(ctx context.Context, s *Sandbox, to State,
 	mutate func(*SandboxRecord), extra ...Event) (SandboxRecord, error) {
 	var from State
-	rec, err := m.commit(ctx, s.vmid, func(r *SandboxRecord) ([]Event, error) {
+	rec, err := s.commit(ctx, func(r *SandboxRecord) ([]Event, error) {
 		from = r.State
 		if !CanTransition(r.State, to) {
 			return nil, fmt.Errorf("%w: sandbox %d cannot move from %s to %s",
@@ -575,7 +672,7 @@ func (m *Manager) Get(ctx context.Context, vmid int) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get sandbox %d: %w", vmid, err)
 	}
-	return &Sandbox{m: m, vmid: vmid, rec: rec}, nil
+	return m.handle(rec), nil
 }
 
 // GetByName returns a handle on the named sandbox.
@@ -584,7 +681,7 @@ func (m *Manager) GetByName(ctx context.Context, name string) (*Sandbox, error) 
 	if err != nil {
 		return nil, fmt.Errorf("get sandbox %q: %w", name, err)
 	}
-	return &Sandbox{m: m, vmid: rec.VMID, rec: rec}, nil
+	return m.handle(rec), nil
 }
 
 // List returns the records of the sandboxes f selects, ordered by VMID.

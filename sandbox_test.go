@@ -200,6 +200,48 @@ func TestCreate_ProvisionFailureLeavesNoVM(t *testing.T) {
 	}
 }
 
+// TestCreate_FailedCleanupOnlyDestroyable: provisioning fails after the
+// clone (configure or firewall refused) and the cleanup destroy fails too.
+// The half-built VM (keys or network policy never applied) must not be
+// started, paused or snapshotted; reconcile destroys it at once.
+func TestCreate_FailedCleanupOnlyDestroyable(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	env.Hypervisor.AddHook(func(_ context.Context, op agentlabtest.Op, _ int) (error, bool) {
+		if op == agentlabtest.OpProvision {
+			return errors.New("injected firewall failure"), true
+		}
+		return nil, false
+	})
+	env.Hypervisor.FailNext(agentlabtest.OpDestroy, 0, 2, errors.New("injected destroy"))
+	sb, err := env.Manager.Create(ctx, agentlab.CreateRequest{Profile: "test"})
+	require.ErrorContains(t, err, "injected firewall failure")
+	rec, err := sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateFailed, rec.State)
+	require.Contains(t, rec.LastError, "injected destroy")
+	require.Len(t, env.Hypervisor.VMs(), 1, "the VM the cleanup could not destroy")
+
+	for name, op := range map[string]func(context.Context) error{
+		"start": sb.Start, "stop": sb.Stop, "pause": sb.Pause,
+		"snapshot": func(ctx context.Context) error { return sb.SaveSnapshot(ctx, "s1", nil) },
+	} {
+		require.ErrorIs(t, op(ctx), agentlab.ErrInvalidState, name)
+	}
+	require.ErrorContains(t, sb.Destroy(ctx), "injected destroy")
+	require.ErrorIs(t, sb.Start(ctx), agentlab.ErrInvalidState, "a failed destroy keeps the mark")
+	require.Equal(t, 0, env.Hypervisor.Calls(agentlabtest.OpStart), "never booted")
+
+	rep, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{agentlab.FindingInterrupted}, findingKinds(rep))
+	require.Empty(t, env.Hypervisor.VMs(), "reconcile finished the cleanup")
+	rec, err = sb.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, rec.State)
+	require.Empty(t, rec.Op)
+}
+
 func TestCreate_NoWait(t *testing.T) {
 	env := newEnv(t)
 	sb := create(t, env, agentlab.CreateRequest{NoWait: true})
@@ -223,6 +265,72 @@ func TestSandbox_StartAfterFailure(t *testing.T) {
 	require.NoError(t, sb.Start(ctx))
 	require.Equal(t, agentlab.StateRunning, state(t, sb))
 	require.NoError(t, sb.Stop(ctx))
+}
+
+// TestSandbox_FailedStartKeepsSandbox: a start whose guest never becomes
+// usable leaves the sandbox FAILED (not BOOTING, which reconcile would take
+// for an interrupted provisioning and destroy, disk and all); it can be
+// started again once the guest answers.
+func TestSandbox_FailedStartKeepsSandbox(t *testing.T) {
+	env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+		Config: agentlab.Config{ReadyTimeout: 200 * time.Millisecond}})
+	ctx := ctxT(t)
+	sb := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, sb.Stop(ctx))
+	env.Hypervisor.FailNext(agentlabtest.OpGuestInfo, 0, 1<<30, agentlab.ErrNotReady)
+	require.ErrorIs(t, sb.Start(ctx), agentlab.ErrTimeout)
+	require.Equal(t, agentlab.StateFailed, state(t, sb))
+
+	env.Hypervisor.FailNext(agentlabtest.OpStart, 0, 1, errors.New("injected"))
+	require.NoError(t, sb.Stop(ctx))
+	require.ErrorContains(t, sb.Start(ctx), "injected")
+	require.Equal(t, agentlab.StateStopped, state(t, sb), "the VM did not start")
+
+	_, err := env.Manager.Reconcile(ctx, agentlab.ReconcileOptions{Apply: true})
+	require.NoError(t, err)
+	require.Len(t, env.Hypervisor.VMs(), 1, "reconcile keeps the sandbox")
+	require.Equal(t, agentlab.StateStopped, state(t, sb))
+}
+
+// TestSandbox_StaleHandleAfterVMIDReuse: a handle on a destroyed sandbox
+// whose VMID a new sandbox took acts on nothing: a repeated Destroy stays
+// the no-op it is documented to be, other operations see a DESTROYED
+// sandbox, and the new sandbox is untouched.
+func TestSandbox_StaleHandleAfterVMIDReuse(t *testing.T) {
+	env := newEnv(t)
+	ctx := ctxT(t)
+	old := create(t, env, agentlab.CreateRequest{})
+	require.NoError(t, old.Destroy(ctx))
+	fresh := create(t, env, agentlab.CreateRequest{})
+	require.Equal(t, old.VMID(), fresh.VMID(), "the freed VMID is reused")
+	before, err := fresh.Refresh(ctx)
+	require.NoError(t, err)
+
+	require.NoError(t, old.Destroy(ctx), "destroying a destroyed sandbox succeeds")
+	for name, op := range map[string]func(context.Context) error{
+		"pause": old.Pause, "stop": old.Stop, "start": old.Start, "resume": old.Resume,
+		"renew": func(ctx context.Context) error { return old.RenewLease(ctx, time.Hour) },
+		"snapshot": func(ctx context.Context) error {
+			return old.SaveSnapshot(ctx, "s1", nil)
+		},
+		"exec": func(ctx context.Context) error {
+			_, err := old.Exec(ctx, agentlab.ExecRequest{Shell: "true"})
+			return err
+		},
+		"touch": old.Touch,
+	} {
+		require.ErrorIs(t, op(ctx), agentlab.ErrInvalidState, name)
+	}
+	rec, err := old.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agentlab.StateDestroyed, rec.State, "the old handle sees its sandbox gone")
+
+	after, err := fresh.Refresh(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before.Version, after.Version, "the new sandbox's record is untouched")
+	require.Equal(t, agentlab.StateRunning, after.State)
+	require.Len(t, env.Hypervisor.VMs(), 1)
+	require.Zero(t, env.Hypervisor.Calls(agentlabtest.OpSuspend))
 }
 
 func TestSandbox_StopFromJobStates(t *testing.T) {
@@ -302,6 +410,26 @@ func TestCreate_HostileOrSilentGuest(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.Empty(t, env.Hypervisor.VMs(), "the silent VM is destroyed")
 	})
+	// An address SSH must never be sent to: the host itself (unspecified,
+	// loopback), multicast, broadcast, link-local, or not an address at all.
+	for _, ip := range []string{"0.0.0.0", "127.0.0.1", "::", "::1", "224.0.0.1",
+		"255.255.255.255", "169.254.169.254", "fe80::1", "evil.example.com", "10.0.0.1:2222",
+		"10.0.0.1\n"} {
+		t.Run("reports "+strings.TrimSpace(ip), func(t *testing.T) {
+			env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
+				Config: agentlab.Config{ReadyTimeout: 200 * time.Millisecond}})
+			env.Hypervisor.SetGuestIP(1000, ip)
+			sb, err := env.Manager.Create(ctxT(t), agentlab.CreateRequest{Profile: "test"})
+			require.ErrorIs(t, err, agentlab.ErrTimeout)
+			require.ErrorContains(t, err, "not a usable address")
+			require.Empty(t, env.Hypervisor.VMs(), "the VM is destroyed")
+			require.Equal(t, agentlab.StateDestroyed, sb.Record().State)
+			evs, err := env.Manager.Events(ctxT(t), agentlab.EventFilter{Kinds: []string{
+				agentlab.EventSandboxSSHReady, agentlab.EventSandboxSSHFailed}})
+			require.NoError(t, err)
+			require.Empty(t, evs, "SSH was never tried at that address")
+		})
+	}
 	t.Run("claims another sandbox's address", func(t *testing.T) {
 		env := agentlabtest.NewEnv(t, agentlabtest.EnvOptions{
 			Config: agentlab.Config{ReadyTimeout: 300 * time.Millisecond}})

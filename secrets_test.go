@@ -2,11 +2,13 @@ package agentlab_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -44,19 +46,17 @@ func TestSecretsNeverLeak(t *testing.T) {
 	const jobSecret = "job-secret-6f1c2d9e"
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w := newRealWorld(t, pvesim.Config{})
-	w.cfg.Logger = logger
-	m, err := agentlab.New(ctxT(t), w.cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	w := newLoggedWorld(t, pvesim.Config{}, logger)
+	m := w.manager
 	ctx := ctxT(t)
 	var errs []string
 
 	sb, err := m.Create(ctx, agentlab.CreateRequest{Profile: "yolo-ephemeral"})
 	require.NoError(t, err)
 	errs = append(errs, errString(sb.RestoreSnapshot(ctx, "nosuch", nil)))
+	keep := true
 	j, err := m.RunJob(ctx, agentlab.JobSpec{Profile: "yolo-ephemeral", Task: "t",
-		Command: "test -n \"$API_KEY\" && echo have-key; exit 3",
+		Command: "test -n \"$API_KEY\" && echo have-key; exit 3", Keepalive: &keep,
 		Secrets: map[string]string{"API_KEY": jobSecret}})
 	require.NoError(t, err)
 	rec, err := j.Wait(ctx)
@@ -65,6 +65,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var jobLog bytes.Buffer
 	require.NoError(t, j.Logs(ctx, &jobLog, agentlab.LogOptions{}))
 	require.Equal(t, "have-key\n", jobLog.String(), "the secret reached the job")
+	// The job's guest is kept: its files (secrets removed) are scanned below.
+	guests := treeFiles(t, w.sim.Dir())
+	require.NotEmpty(t, guests, "the kept guest's files")
+
+	// Hypervisor errors on the real adapter.
+	undo := w.sim.InjectFault(pvesim.Fault{Path: regexp.MustCompile(`/qemu/\d+`),
+		Status: 500, Message: "injected", Probability: 1})
+	_, err = m.Reconcile(ctx, agentlab.ReconcileOptions{})
+	errs = append(errs, errString(err), errString(sb.Stop(ctx)))
+	undo()
 
 	// A bad token: the error must not echo the secret it was given.
 	_, err = proxmox.New(ctx, proxmox.Config{URL: w.sim.URL(), TokenID: w.sim.TokenID(),
@@ -73,6 +83,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	require.Error(t, err)
 	errs = append(errs, err.Error())
 	require.NoError(t, sb.Destroy(ctx))
+	jsb, err := m.Get(ctx, rec.VMID)
+	require.NoError(t, err)
+	require.NoError(t, jsb.Destroy(ctx))
 
 	evs, err := m.Events(ctx, agentlab.EventFilter{})
 	require.NoError(t, err)
@@ -89,12 +102,37 @@ func TestSecretsNeverLeak(t *testing.T) {
 		require.NoError(t, err)
 		haystacks[f] = string(data)
 	}
+	maps.Copy(haystacks, guests)
+	arts := treeFiles(t, w.cfg.ArtifactDir)
+	require.NotEmpty(t, arts, "the job's log and artifacts were downloaded")
+	maps.Copy(haystacks, arts)
 	require.NotEmpty(t, logs.String(), "debug logging was on")
+	for _, src := range []string{"component=go-proxmox", "dial guest", "sandbox state"} {
+		require.True(t, strings.Contains(logs.String(), src), "no %q: the Manager's and "+
+			"the adapters' logs are all scanned", src)
+	}
+	require.Contains(t, strings.Join(errs, "\n"), "injected", "adapter errors are scanned")
 	for name, hay := range haystacks {
 		for _, secret := range []string{w.sim.TokenSecret(), jobSecret} {
 			require.False(t, strings.Contains(hay, secret), "%s leaks a secret", name)
 		}
 	}
+}
+
+// treeFiles reads every regular file under dir, by path.
+func treeFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		files[p] = string(data)
+		return err
+	})
+	require.NoError(t, err)
+	return files
 }
 
 func errString(err error) string {

@@ -70,8 +70,12 @@ func (s *Sandbox) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	return snaps, nil
 }
 
-// DeleteSnapshot removes a named snapshot.
+// DeleteSnapshot removes a named snapshot. A name [ValidateSnapshotName]
+// refuses is an error matching ErrInvalidArgument, as in RestoreSnapshot.
 func (s *Sandbox) DeleteSnapshot(ctx context.Context, name string) error {
+	if err := ValidateSnapshotName(name); err != nil {
+		return fmt.Errorf("delete snapshot of sandbox %d: %w", s.vmid, err)
+	}
 	_, err := s.run(ctx, opSpec{
 		op: OpSnapshotDelete, description: "delete snapshot of sandbox",
 		step: func(ctx context.Context, rec SandboxRecord) (opResult, error) {
@@ -99,8 +103,13 @@ type RestoreOptions struct {
 
 // RestoreSnapshot rolls the VM back to a named snapshot and then brings the
 // sandbox back to its previous run state (see [RestoreOptions]). The
-// recorded state always matches the VM afterwards.
+// recorded state always matches the VM afterwards. A name
+// [ValidateSnapshotName] refuses is an error matching ErrInvalidArgument,
+// and never reaches the hypervisor.
 func (s *Sandbox) RestoreSnapshot(ctx context.Context, name string, opts *RestoreOptions) error {
+	if err := ValidateSnapshotName(name); err != nil {
+		return fmt.Errorf("restore snapshot of sandbox %d: %w", s.vmid, err)
+	}
 	if opts == nil {
 		opts = &RestoreOptions{}
 	}

@@ -68,6 +68,14 @@ func TestSnapshot_NamesAndList(t *testing.T) {
 		strings.Repeat("a", 41), "dash/slash"} {
 		require.ErrorIs(t, sb.SaveSnapshot(ctx, bad, nil), agentlab.ErrInvalidArgument, bad)
 	}
+	// Names that would change the API path or query if they reached it.
+	for _, bad := range []string{"", "..", "../..", "clean/../..", "x?y=1", "%2e%2e",
+		"a#b", "current", strings.Repeat("a", 41)} {
+		require.ErrorIs(t, sb.RestoreSnapshot(ctx, bad, nil), agentlab.ErrInvalidArgument, bad)
+		require.ErrorIs(t, sb.DeleteSnapshot(ctx, bad), agentlab.ErrInvalidArgument, bad)
+	}
+	require.Zero(t, env.Hypervisor.Calls(agentlabtest.OpRollback), "no bad name reached it")
+	require.Zero(t, env.Hypervisor.Calls(agentlabtest.OpDeleteSnapshot))
 	require.NoError(t, sb.SaveSnapshot(ctx, "livecheck1", nil))
 	snaps, err := sb.Snapshots(ctx)
 	require.NoError(t, err)

@@ -54,16 +54,21 @@ func (h *Hypervisor) GuestInfo(ctx context.Context, vmid int) (agentlab.GuestInf
 	return out, translate(err, "read guest info of", vmid)
 }
 
-// pickAddress returns the first IPv4 address in cidr, or with an invalid
-// cidr the first one that is neither loopback nor link-local.
+// pickAddress returns the first unicast IPv4 address in cidr, or with an
+// invalid cidr the first one at all. Loopback, link-local, unspecified,
+// multicast and broadcast addresses, and entries the agent left null, are
+// skipped: the guest reports them.
 func pickAddress(ifaces []*px.AgentNetworkIface, cidr netip.Prefix) (netip.Addr, bool) {
 	for _, iface := range ifaces {
 		if iface == nil || iface.Name == "lo" {
 			continue
 		}
 		for _, a := range iface.IPAddresses {
+			if a == nil {
+				continue
+			}
 			ip, err := netip.ParseAddr(a.IPAddress)
-			if err != nil || !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			if err != nil || !ip.Is4() || !ip.IsGlobalUnicast() {
 				continue
 			}
 			if !cidr.IsValid() || cidr.Contains(ip) {

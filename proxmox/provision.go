@@ -105,6 +105,11 @@ func checkSpec(spec agentlab.ProvisionSpec) error {
 	if err := spec.Network.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if spec.Node != "" {
+		if err := agentlab.ValidateNodeName(spec.Node); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("provision vm %d: %w: %w", spec.VMID, agentlab.ErrInvalidArgument,
 			errors.Join(errs...))

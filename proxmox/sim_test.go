@@ -238,3 +238,25 @@ func checkSnapshots(t *testing.T, hv agentlab.Hypervisor, vmid int) {
 }
 
 var _ = slog.LevelDebug
+
+// TestSnapshotNamesNeverReachThePath: a snapshot name is put into the API
+// path, so one that would change the path or the query ("..", "/", "?",
+// "%") is refused before any request.
+func TestSnapshotNamesNeverReachThePath(t *testing.T) {
+	srv := startSim(t, pvesim.Config{})
+	hv := newHV(t, srv, nil)
+	ctx := testCtx(t)
+	_, err := hv.Provision(ctx, spec(130, agentlab.NetworkNAT))
+	require.NoError(t, err)
+	before := len(srv.Tasks())
+	for _, name := range []string{"..", "../..", "s1/../..", "x?y=1", "%2e%2e", "a#b", ""} {
+		require.ErrorIs(t, hv.Rollback(ctx, 130, name), agentlab.ErrInvalidArgument, name)
+		require.ErrorIs(t, hv.DeleteSnapshot(ctx, 130, name), agentlab.ErrInvalidArgument,
+			name)
+		require.ErrorIs(t, hv.Snapshot(ctx, 130, agentlab.SnapshotSpec{Name: name}),
+			agentlab.ErrInvalidArgument, name)
+	}
+	require.Len(t, srv.Tasks(), before, "no task was started")
+	_, ok := srv.VM(130)
+	require.True(t, ok)
+}

@@ -10,10 +10,25 @@ import (
 	px "github.com/luthermonson/go-proxmox"
 )
 
+// checkSnapshotName refuses, before any request, a name that is not a PVE
+// snapshot name: it goes into the API path, where "..", "/", "?" or "%"
+// would change what is called.
+func checkSnapshotName(verb string, vmid int, name string) error {
+	if err := agentlab.ValidateSnapshotName(name); err != nil {
+		return fmt.Errorf("%s vm %d: %w", verb, vmid, err)
+	}
+	return nil
+}
+
 // Snapshot takes a snapshot; with spec.Memory it includes RAM (vmstate=1),
 // which PVE ignores for a stopped VM. After a transport error the call is
-// repeated only if the snapshot did not appear.
+// repeated only if the snapshot did not appear. A name
+// [agentlab.ValidateSnapshotName] refuses matches
+// [agentlab.ErrInvalidArgument]; so it does in Rollback and DeleteSnapshot.
 func (h *Hypervisor) Snapshot(ctx context.Context, vmid int, spec agentlab.SnapshotSpec) error {
+	if err := checkSnapshotName("snapshot", vmid, spec.Name); err != nil {
+		return err
+	}
 	err := h.onVM(ctx, vmid, func(ctx context.Context, node string) error {
 		body := map[string]any{"snapname": spec.Name}
 		if spec.Memory {
@@ -112,6 +127,9 @@ func sortSnapshots(snaps []agentlab.SnapshotInfo) {
 // snapshot holds RAM, in which case it runs again. A missing snapshot
 // matches [agentlab.ErrNotFound].
 func (h *Hypervisor) Rollback(ctx context.Context, vmid int, name string) error {
+	if err := checkSnapshotName("roll back", vmid, name); err != nil {
+		return err
+	}
 	err := h.onVM(ctx, vmid, func(ctx context.Context, node string) error {
 		return h.retry(ctx, "rollback", func(ctx context.Context) error {
 			return h.run(ctx, h.vm(node, vmid).Snapshot(name).Rollback)
@@ -124,6 +142,9 @@ func (h *Hypervisor) Rollback(ctx context.Context, vmid int, name string) error 
 // [agentlab.ErrNotFound], except after a retry, where it means the first
 // attempt did the work.
 func (h *Hypervisor) DeleteSnapshot(ctx context.Context, vmid int, name string) error {
+	if err := checkSnapshotName("delete snapshot of", vmid, name); err != nil {
+		return err
+	}
 	err := h.onVM(ctx, vmid, func(ctx context.Context, node string) error {
 		attempt := 0
 		return h.retry(ctx, "delete snapshot", func(ctx context.Context) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +300,46 @@ func TestTransientTransportErrors(t *testing.T) {
 	require.Equal(t, classOther, classify(&pinError{got: "A", want: "B"}))
 	require.Equal(t, classOther, classify(&px.APIError{StatusCode: http.StatusBadRequest,
 		Status: "400 Parameter verification failed."}))
+}
+
+// TestPickAddress_HostileAgent feeds pickAddress what a hostile or broken
+// guest agent may report: null entries, garbage, addresses outside the
+// guest CIDR, and addresses SSH must never be sent to.
+func TestPickAddress_HostileAgent(t *testing.T) {
+	cidr := netip.MustParsePrefix("10.77.0.0/16")
+	addr := func(ips ...string) *px.AgentNetworkIface {
+		iface := &px.AgentNetworkIface{Name: "eth0"}
+		for _, ip := range ips {
+			iface.IPAddresses = append(iface.IPAddresses,
+				&px.AgentNetworkIPAddress{IPAddressType: "ipv4", IPAddress: ip})
+		}
+		return iface
+	}
+	hostile := []string{"192.0.2.1", "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255",
+		"169.254.1.1", "not-an-ip", "", "10.77.0.1:22", "::ffff:10.77.0.5"}
+	tests := []struct {
+		name   string
+		ifaces []*px.AgentNetworkIface
+		cidr   netip.Prefix
+		want   string // "" when none may be picked
+	}{
+		{"null entries", []*px.AgentNetworkIface{nil, {Name: "eth0",
+			IPAddresses: []*px.AgentNetworkIPAddress{nil}}}, cidr, ""},
+		{"only hostile, with cidr", []*px.AgentNetworkIface{addr(hostile...)}, cidr, ""},
+		{"only hostile, no cidr", []*px.AgentNetworkIface{addr(hostile[1:]...)},
+			netip.Prefix{}, ""},
+		{"hostile first", []*px.AgentNetworkIface{addr(hostile...), addr("10.77.3.4")},
+			cidr, "10.77.3.4"},
+		{"loopback named eth0 skipped", []*px.AgentNetworkIface{addr("127.0.0.2"),
+			addr("10.77.0.9")}, netip.Prefix{}, "10.77.0.9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ip, ok := pickAddress(tt.ifaces, tt.cidr)
+			require.Equal(t, tt.want != "", ok, "picked %v", ip)
+			if ok {
+				require.Equal(t, tt.want, ip.String())
+			}
+		})
+	}
 }

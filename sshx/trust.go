@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -121,10 +122,13 @@ func (hk *hostKeyCheck) firstUse(ep agentlab.Endpoint) ssh.HostKeyCallback {
 // LoadOrCreateKey reads the OpenSSH private key at path, or, when the file
 // does not exist, generates an ed25519 key, writes it there with mode 0600
 // (creating parent directories 0700) and writes the public key to
-// path+".pub". Encrypted keys are not supported. Not safe for two processes
-// creating the same file at once: the loser gets an error and can retry.
+// path+".pub". As OpenSSH does, an existing key that group or others may
+// read or write is refused with an error matching
+// [agentlab.ErrInvalidArgument]. Encrypted keys are not supported. Not safe
+// for two processes creating the same file at once: the loser gets an error
+// and can retry.
 func LoadOrCreateKey(path string) (ssh.Signer, error) {
-	b, err := os.ReadFile(path)
+	b, err := readKey(path)
 	if err == nil {
 		s, err := ssh.ParsePrivateKey(b)
 		if err != nil {
@@ -133,9 +137,31 @@ func LoadOrCreateKey(path string) (ssh.Signer, error) {
 		return s, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read key: %w", err)
+		return nil, err
 	}
 	return createKey(path)
+}
+
+// readKey reads an existing private key file that only its owner may use.
+func readKey(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: key %s has mode %v and others may read it; "+
+			"chmod 600 it", agentlab.ErrInvalidArgument, path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	return b, nil
 }
 
 func createKey(path string) (ssh.Signer, error) {

@@ -221,6 +221,23 @@ func TestLoadOrCreateKey(t *testing.T) {
 	require.Error(t, err)
 }
 
+// TestLoadOrCreateKey_LooseModeRefused: like OpenSSH, an existing private
+// key that others may read is refused, not used.
+func TestLoadOrCreateKey_LooseModeRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "id_ed25519")
+	_, err := sshx.LoadOrCreateKey(path)
+	require.NoError(t, err)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		require.NoError(t, os.Chmod(path, mode))
+		_, err = sshx.LoadOrCreateKey(path)
+		require.ErrorIs(t, err, agentlab.ErrInvalidArgument, "%v", mode)
+		require.ErrorContains(t, err, "chmod 600")
+	}
+	require.NoError(t, os.Chmod(path, 0o400))
+	_, err = sshx.LoadOrCreateKey(path)
+	require.NoError(t, err, "owner-only modes are fine")
+}
+
 func TestAuth_SSHAgent(t *testing.T) {
 	e := newEnv(t, func(c *sshx.Config) { c.Signer = nil })
 	keyring := agent.NewKeyring()
