@@ -243,6 +243,12 @@ func (m *Manager) touch(r *SandboxRecord) { r.LastActivity = m.now() }
 // It works from every state, takes over an unfinished operation, and is
 // idempotent: destroying a destroyed sandbox (or one whose VM is already
 // gone) succeeds. A job bound to the sandbox is failed with the reason.
+//
+// BUG(agentlab): Destroy may take over a Create still in flight in another
+// process before that process's clone has landed. The creating process then
+// destroys the clone when it lands; if it crashes first, the clone, which
+// carries only the description marker until it is configured (PVE's clone
+// call takes no tags), is not found by Reconcile and is left behind.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	return s.destroy(ctx, "sandbox destroyed")
 }
