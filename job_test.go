@@ -154,9 +154,14 @@ func waitLog(t *testing.T, env *agentlabtest.Env, id, s string) {
 				return
 			}
 		}
+		rec, err := env.Manager.GetJob(ctx, id)
+		require.NoError(t, err)
+		if st := rec.Record(); st.Status.Terminal() {
+			t.Fatalf("job ended %s (%s) without log line %q", st.Status, st.Message, s)
+		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no log line %q", s)
+			t.Fatalf("no log line %q; job %s", s, rec.Record().Status)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

@@ -140,16 +140,12 @@ func runLocal(ctx context.Context, home string, req agentlab.ExecRequest) (
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("start command: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		case <-done:
-		}
-	}()
+	// Once Wait returns, the group may hold only a detached child that has
+	// not yet left it (setsid); the kill must not reach it then.
+	pgid := cmd.Process.Pid
+	stop := context.AfterFunc(ctx, func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
 	err := cmd.Wait()
-	close(done)
+	stop()
 	res.Duration = time.Since(res.Started)
 	res.Stdout, res.StdoutTruncated = stdout.buf.Bytes(), stdout.truncated
 	res.Stderr, res.StderrTruncated = stderr.buf.Bytes(), stderr.truncated
