@@ -14,8 +14,9 @@
 //     on sshx's pooled connection against one /usr/bin/ssh process per
 //     command, on the same sshtest server. BenchmarkSandboxExec shows what
 //     Sandbox.Exec adds to the Transport's exec on the real path.
-//   - BenchmarkTransfer: 256 MiB up and down through sshx (SFTP) against
-//     `cat` piped through one SSH session.
+//   - BenchmarkTransfer: 256 MiB up and down through sshx's Upload and
+//     Download (one file streams through an exec session) against `cat`
+//     piped through one SSH session.
 //   - BenchmarkConcurrentCreate: 100 parallel creates with task delays and
 //     injected lock timeouts.
 //   - BenchmarkScale: reconcile, reaper, status, filtered list and event

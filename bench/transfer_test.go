@@ -14,7 +14,9 @@ import (
 const transferSize = 256 << 20
 
 // BenchmarkTransfer moves 256 MiB to and from an sshtest server: through
-// sshx's Upload and Download (SFTP on the pooled connection), and by piping
+// sshx's Upload and Download (a single regular file streams through an exec
+// session on the pooled connection, with a ready line, a temporary file and
+// a size check around it), and by piping
 // the bytes through one session of a plain x/crypto/ssh connection
 // (`cat > file` fed from stdin, `cat file` read from stdout), the physical
 // limit of one SSH channel. Both use the same cipher negotiation and the
