@@ -86,6 +86,7 @@ func TestFormat(t *testing.T) {
 		{100, "success-%", "100.0%"},
 		{4.83, "heap-inuse-MB", "4.8 MB"},
 		{236.7, "MB/s", "237 MB/s"},
+		{301.2, "sdk-MB/s", "301 MB/s"},
 		{0, "collisions", "0"},
 		{0.25, "ratio", "0.25 ratio"},
 	} {
