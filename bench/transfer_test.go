@@ -23,10 +23,14 @@ const transferSize = 256 << 20
 // read from stdout), the physical limit of one SSH channel. Both use the
 // same cipher negotiation and the same server.
 //
-// Each iteration moves the file both ways, the SDK first in even
-// iterations and the pipe first in odd ones, after a sync: whichever runs
-// second in a process was measured up to 20% slower, so a fixed order
-// decides the ratio. Reported: sdk-MB/s and pipe-MB/s.
+// Each iteration moves the file with both, the SDK first in even
+// iterations and the pipe first in odd ones: whichever ran second in a
+// process was measured up to 20% slower, so a fixed order decided the
+// ratio. Before each run the destinations are removed and dirty pages
+// flushed, untimed: every run writes a new file, as a copy into a fresh
+// sandbox does. (Overwriting a 256 MiB file made both sides 30-40% slower
+// on ext4, which flushes a file that replaces another, and much noisier.)
+// Reported: sdk-MB/s and pipe-MB/s.
 func BenchmarkTransfer(b *testing.B) {
 	w := newSSHWorld(b)
 	local := filepath.Join(b.TempDir(), "payload.bin")
@@ -34,20 +38,23 @@ func BenchmarkTransfer(b *testing.B) {
 	// Downloads read a copy placed in the server's directory beforehand.
 	check(b, os.Link(local, filepath.Join(w.srv.Dir(), "src.bin")))
 	back := filepath.Join(b.TempDir(), "back.bin")
+	uploaded := []string{filepath.Join(w.srv.Dir(), "sdk.bin"),
+		filepath.Join(w.srv.Dir(), "pipe.bin")}
 	ctx := context.Background()
 	for _, c := range []struct {
 		name      string
+		dsts      []string
 		sdk, pipe func() error
 	}{
-		{"upload",
+		{"upload", uploaded,
 			func() error { return w.tr.Upload(ctx, w.ep, local, "sdk.bin", nil) },
 			func() error { return w.pipeUp(local, "pipe.bin") }},
-		{"download",
+		{"download", []string{back},
 			func() error { return w.tr.Download(ctx, w.ep, "src.bin", back, nil) },
 			func() error { return w.pipeDown("src.bin", back) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			took, n := interleave(b, c.sdk, c.pipe)
+			took, n := interleave(b, c.dsts, c.sdk, c.pipe)
 			moved := float64(n) * transferSize / 1e6
 			b.ReportMetric(moved/took[0].Seconds(), "sdk-MB/s")
 			b.ReportMetric(moved/took[1].Seconds(), "pipe-MB/s")
@@ -58,13 +65,19 @@ func BenchmarkTransfer(b *testing.B) {
 
 // interleave runs a and b once per iteration, alternating which goes
 // first, and returns the time each took in all and the iteration count.
-// Dirty pages are flushed before each run, so neither pays for the other's
-// writes.
-func interleave(tb *testing.B, a, b func() error) (took [2]time.Duration, n int) {
+// Before each run it removes dsts and flushes dirty pages, so neither side
+// pays for the other's writes.
+func interleave(tb *testing.B, dsts []string, a, b func() error) (took [2]time.Duration,
+	n int) {
 	sides := [2]func() error{a, b}
 	for tb.Loop() {
 		for k := range 2 {
 			side := (n + k) % 2
+			for _, d := range dsts {
+				if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+					tb.Fatal(err)
+				}
+			}
 			syscall.Sync()
 			start := time.Now()
 			if err := sides[side](); err != nil {
