@@ -6,7 +6,7 @@
 # the same process, and the whole set runs ROUNDS times (default 5); the
 # table shows medians, and each ratio is the median of the per-round ratios.
 # The scale benchmark (10k records, 1M events) runs once. The whole thing
-# takes about 4-6 minutes on 2 cores.
+# takes about 5 minutes on 2 cores.
 #
 # Usage: scripts/bench.sh            table on stdout, progress on stderr
 #        ROUNDS=3 scripts/bench.sh   fewer rounds
