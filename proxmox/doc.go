@@ -78,7 +78,8 @@
 //
 // Every asynchronous call waits for its task and checks its exit status
 // ("OK" and "WARNINGS: n" succeed). One function translates PVE errors:
-// "does not exist" answers match [agentlab.ErrNotFound], a taken VMID
+// a VM or snapshot that does not exist matches [agentlab.ErrNotFound] (a
+// missing storage, node, task or security group does not), a taken VMID
 // [agentlab.ErrVMIDConflict], held or timed-out locks and transient
 // transport or proxy failures [agentlab.ErrBusy], a guest agent that does
 // not answer yet [agentlab.ErrNotReady]; context errors stay matchable.

@@ -32,8 +32,13 @@ const (
 var (
 	// reVMIDTaken matches PVE's texts for a VMID in use.
 	reVMIDTaken = regexp.MustCompile(`(?i)\bVM \d+ already exists|config file already exists`)
-	reNotFound  = regexp.MustCompile(`(?i)\bdoes not exists?\b|\bno such (vm|snapshot)\b`)
-	reBusy      = regexp.MustCompile(`(?i)VM is locked|can't lock file|got timeout|` +
+	// reNotFound matches PVE's texts for a VM or snapshot that does not
+	// exist, and nothing else: a missing storage, node, task or security
+	// group must never read as a VM that is gone.
+	reNotFound = regexp.MustCompile(`(?i)configuration file '[^']*' does not exist|` +
+		`unable to find configuration file for vm|\bvm \d+ does not exist|` +
+		`\bno such (vm|snapshot)\b|\bsnapshot '[^']*' does not exists?`)
+	reBusy = regexp.MustCompile(`(?i)VM is locked|can't lock file|got timeout|` +
 		`got no worker upid|no quorum`)
 	reNotReady = regexp.MustCompile(`(?i)guest agent is not running|` +
 		`qmp command 'guest-[a-z-]+' failed`)
@@ -94,11 +99,10 @@ func classify(err error) class {
 	case errors.Is(err, agentlab.ErrNotReady):
 		return classNotReady
 	}
+	// go-proxmox's IsNotFound is not asked: it also matches a missing
+	// storage, node, task or group, which says nothing about the VM.
 	if c := classifyText(errorText(err)); c != classOther {
 		return c
-	}
-	if px.IsNotFound(err) {
-		return classNotFound
 	}
 	if isTransient(err) {
 		return classTransient
@@ -134,7 +138,7 @@ func classifyText(msg string) class {
 		return classExists
 	case reBusy.MatchString(msg):
 		return classBusy
-	case reNotFound.MatchString(msg) && !strings.Contains(msg, "unable to activate storage"):
+	case reNotFound.MatchString(msg):
 		return classNotFound
 	}
 	return classOther

@@ -395,3 +395,22 @@ func TestLostResponsesAreReconciled(t *testing.T) {
 		})
 	}
 }
+
+// TestDestroyFailingOnStorageKeepsTheVM: a delete that fails because the
+// VM's storage is gone ("storage 'x' does not exist") has not destroyed the
+// VM; Destroy must say so instead of reporting success.
+func TestDestroyFailingOnStorageKeepsTheVM(t *testing.T) {
+	srv := startSim(t, pvesim.Config{})
+	hv := newHV(t, srv, nil)
+	ctx := testCtx(t)
+	_, err := hv.Provision(ctx, spec(176, agentlab.NetworkNAT))
+	require.NoError(t, err)
+	srv.InjectFault(pvesim.Fault{Method: "DELETE", VMID: 176, FailTask: "qmdestroy",
+		Message: "storage 'local-lvm' does not exist"})
+	err = hv.Destroy(ctx, 176)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, agentlab.ErrNotFound)
+	require.Contains(t, err.Error(), "storage 'local-lvm' does not exist")
+	_, err = hv.Status(ctx, 176)
+	require.NoError(t, err, "the VM is still there")
+}

@@ -238,6 +238,9 @@ func TestClassify(t *testing.T) {
 		{"node down", api(595, "Connection refused"), agentlab.ErrBusy},
 		{"unavailable", api(503, "Service Unavailable"), agentlab.ErrBusy},
 		{"duplicate snapshot", task("snapshot name 'a' already used"), agentlab.ErrAlreadyExists},
+		{"config not loadable", api(500, "unable to find configuration file for VM 101 on "+
+			"node 'pve1'"), agentlab.ErrNotFound},
+		{"no such snapshot", api(500, "no such snapshot 'x'"), agentlab.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,6 +255,34 @@ func TestClassify(t *testing.T) {
 		require.NotErrorIs(t, plain, s)
 	}
 	require.Nil(t, translate(nil, "x", 1))
+}
+
+// TestClassify_OnlyTheVMIsGone: PVE says "does not exist" and "no such" of
+// storages, nodes, tasks and security groups too; none of them may read as
+// a VM that is gone, or Destroy would report a VM it failed to delete as
+// destroyed.
+func TestClassify_OnlyTheVMIsGone(t *testing.T) {
+	param := func(key, msg string) error {
+		return &px.APIError{StatusCode: http.StatusBadRequest,
+			Status: "400 Parameter verification failed.", Errors: map[string]string{key: msg}}
+	}
+	for _, err := range []error{
+		&px.APIError{StatusCode: 500, Status: "500 storage 'local-lvm' does not exist",
+			Message: "storage 'local-lvm' does not exist"},
+		&px.TaskFailedError{Type: "qmdestroy", ExitStatus: "storage 'gone' does not exist"},
+		&px.APIError{StatusCode: 500, Status: "500 no such cluster node 'pve9'",
+			Message: "no such cluster node 'pve9'"},
+		param("upid", "no such task"),
+		param("storage", "No such storage."),
+		param("action", "no such security group 'web'"),
+		&px.APIError{StatusCode: 500, Status: "500 Security group 'web' does not exist",
+			Message: "Security group 'web' does not exist"},
+		&px.APIError{StatusCode: 500, Status: "500 unable to activate storage 'nfs' - " +
+			"directory '/mnt/pve/nfs' does not exist"},
+	} {
+		require.NotEqual(t, classNotFound, classify(err), "%v", err)
+		require.NotErrorIs(t, translate(err, "destroy", 101), agentlab.ErrNotFound, "%v", err)
+	}
 }
 
 func TestPlanFirewall(t *testing.T) {
