@@ -53,7 +53,7 @@ func BenchmarkTransfer(b *testing.B) {
 			func() error { return w.tr.Download(ctx, w.ep, "src.bin", back, nil) },
 			func() error { return w.pipeDown("src.bin", back) }},
 	} {
-		// Move the file once each way first, untimed: downloads on
+		// Run each side once first, untimed: downloads on
 		// connections that had not yet carried one measured 0.63-0.75x
 		// of the pipe, against 0.79-0.92x after this warm-up.
 		check(b, c.sdk())
